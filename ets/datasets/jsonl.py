@@ -1,0 +1,83 @@
+"""Datasets from JSONL files (MATH-500, GSM8K, any file with a field mapping)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ets.answers import extract_answer
+from ets.types import Problem
+
+
+class DatasetError(RuntimeError):
+    """A dataset that cannot be loaded; the message says what to do."""
+
+
+class JsonlDataset:
+    """Problems from a local JSONL file (or, where reachable, the Hugging Face hub).
+
+    Args:
+        path: Local ``.jsonl`` file. Relative paths resolve against the launch directory.
+        hub_id: Hub dataset used when ``path`` is not given (needs the ``datasets``
+            package and network access).
+        split: Hub split.
+        question_field, answer_field, id_field: Field mapping.
+        answer_format: ``plain`` (the field is the answer) or ``gsm8k`` (the number after
+            ``####`` in a worked solution).
+        limit, offset: Slice of the problems (after sharding).
+        shard: ``"i/n"`` keeps every n-th problem starting at i (for SLURM arrays).
+        grader: Answer-equivalence component for this dataset.
+    """
+
+    def __init__(
+        self, path: str | None = None, hub_id: str | None = None, split: str = "test",
+        question_field: str = "problem", answer_field: str = "answer",
+        id_field: str | None = None, answer_format: str = "plain",
+        limit: int | None = None, offset: int = 0, shard: str | None = None, grader=None,
+    ) -> None:
+        self.path, self.hub_id, self.split = path, hub_id, split
+        self.question_field, self.answer_field, self.id_field = question_field, answer_field, id_field
+        self.answer_format, self.limit, self.offset, self.shard = answer_format, limit, offset, shard
+        self.grader = grader
+        self.skipped = 0
+
+    def _rows(self) -> tuple[str, list[dict]]:
+        if self.path:
+            path = Path(self.path).expanduser()
+            if not path.exists():
+                raise DatasetError(f"dataset.path={self.path} does not exist (cwd: {Path.cwd()})")
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            return path.stem, rows
+        try:
+            import datasets
+            rows = list(datasets.load_dataset(self.hub_id, split=self.split))
+        except Exception as exc:
+            raise DatasetError(
+                f"Could not load {self.hub_id!r} from the hub ({type(exc).__name__}: {exc}). "
+                "Offline? Pass a local file: dataset.path=../shared/data/<file>.jsonl"
+            ) from exc
+        return str(self.hub_id).split("/")[-1], rows
+
+    def _answer(self, raw: object) -> str | None:
+        text = str(raw) if raw is not None else ""
+        if self.answer_format == "gsm8k":
+            return extract_answer(text, ["####"])
+        return text.strip() or None
+
+    def load(self) -> list[Problem]:
+        stem, rows = self._rows()
+        problems, self.skipped = [], 0
+        for i, row in enumerate(rows):
+            question, gold = row.get(self.question_field), self._answer(row.get(self.answer_field))
+            if not question or gold is None:
+                self.skipped += 1
+                continue
+            pid = str(row[self.id_field]) if self.id_field and self.id_field in row else f"{stem}-{i:05d}"
+            problems.append(Problem(pid, str(question), gold, {"row": i}))
+        if self.shard:
+            index, count = (int(x) for x in self.shard.split("/"))
+            if not 0 <= index < count:
+                raise DatasetError(f"dataset.shard={self.shard}: need 0 <= i < n")
+            problems = problems[index::count]
+        end = None if self.limit is None else self.offset + self.limit
+        return problems[self.offset:end]

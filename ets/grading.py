@@ -1,0 +1,85 @@
+"""Answer equivalence: math-verify for LaTeX answers, exact numbers for numeric ones."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import re
+from fractions import Fraction
+from functools import lru_cache
+
+_NUM = re.compile(r"^[-+]?\d*\.?\d+(?:/\d+)?$")
+
+
+def parse_number(text: str) -> Fraction | None:
+    """``"1,234"``, ``"$12.50"``, ``"3/4"`` → an exact number; anything else → None."""
+    s = text.strip().strip("$").replace(",", "").replace("\\!", "").rstrip(".")
+    s = re.sub(r"\\(?:text|mathrm)\{[^}]*\}|%|\\%", "", s).strip()
+    if not _NUM.match(s):
+        return None
+    try:
+        return Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+class NumericGrader:
+    """Exact numeric comparison after stripping commas, dollars and units (GSM8K, synthetic)."""
+
+    def equivalent(self, gold: str, pred: str) -> bool:
+        g, p = parse_number(gold), parse_number(pred)
+        if g is None or p is None:
+            return gold.strip() == pred.strip()
+        return g == p
+
+
+def _verify(gold: str, pred: str) -> bool:
+    from math_verify import parse, verify
+
+    def wrap(s: str) -> str:
+        return s if "$" in s or "\\boxed" in s else f"${s}$"
+
+    g = parse(wrap(gold), parsing_timeout=None)
+    p = parse(wrap(pred), parsing_timeout=None)
+    return bool(g and p and verify(g, p, timeout_seconds=None))
+
+
+class MathVerifyGrader:
+    """math-verify (gold first) with a per-answer timeout.
+
+    math-verify's own timeout uses ``signal.alarm``, which fails off the main thread,
+    so its timeouts are switched off and each comparison runs in a worker process
+    instead; a comparison that exceeds ``timeout_s`` counts as not equivalent and the
+    worker is replaced. Exact numeric matches short-circuit without a worker call.
+
+    Args:
+        timeout_s: Seconds per comparison.
+    """
+
+    def __init__(self, timeout_s: float = 5.0) -> None:
+        self.timeout_s = timeout_s
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self.timeouts = 0
+
+    def __getstate__(self) -> dict:
+        return {"timeout_s": self.timeout_s, "_pool": None, "timeouts": 0}
+
+    @lru_cache(maxsize=65536)  # noqa: B019 - graders live for the whole run
+    def equivalent(self, gold: str, pred: str) -> bool:
+        if gold.strip() == pred.strip():
+            return True
+        g, p = parse_number(gold), parse_number(pred)
+        if g is not None and p is not None:
+            return g == p
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(max_workers=1)
+        try:
+            return self._pool.submit(_verify, gold, pred).result(timeout=self.timeout_s)
+        except cf.TimeoutError:
+            self.timeouts += 1
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                proc.kill()
+            self._pool = None
+            return False
+        except Exception:
+            return False

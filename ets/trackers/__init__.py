@@ -1,0 +1,1 @@
+"""Trackers: where run metrics go (the run dir always; W&B optionally)."""
