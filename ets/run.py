@@ -95,10 +95,23 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             selector_stats=getattr(search.selector, "stats", {}),
             counters_this_session=asdict(counters),
         )
+        if search.engine_series:
+            summary["kv"]["engine"] = engine_kv(search.engine_series)
         write_json(run_dir / "summary.json", summary)
         return summary
     finally:
         tracker.finish(summary)
+
+
+def engine_kv(series: list[dict[str, float]]) -> dict[str, float]:
+    """Run-level engine numbers: KV tokens in use (mean/peak over depth iterations,
+    from the engine's own gauge) and the prefix-cache hit rate over the run."""
+    used = [m.get("kv_tokens", 0.0) for m in series]
+    last = series[-1]
+    queries = last.get("prefix_cache_queries", 0.0)
+    return {"mean": sum(used) / len(used), "peak": max(used),
+            "prefix_cache_hit_rate": last.get("prefix_cache_hits", 0.0) / queries if queries else 0.0,
+            "prompt_tokens_cached": last.get("prompt_tokens_cached", 0.0)}
 
 
 def _previous_summary(run_dir: Path) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from ets.answers import extract_answer, vote
 from ets.kv.accounting import KVAccounting
@@ -69,6 +70,8 @@ class Search:
         self.seed, self.concurrency, self.aggregation = seed, concurrency, aggregation
         self.markers = list(getattr(policy, "answer_markers", ["boxed", "The answer is"]))
         self.counters = SearchCounters()
+        # Engines that report their own numbers (vLLM) are read after every policy call.
+        self.engine_series: list[dict[str, float]] = []
 
     def run(
         self, problems: Iterable[Problem], on_result: Callable[[dict[str, Any]], None],
@@ -114,6 +117,9 @@ class Search:
         jobs = self._requests(live)
         gens = self.policy.generate([req for _, _, req in jobs])
         self.counters.policy_calls += 1
+        engine_metrics = getattr(self.policy, "engine_metrics", None)
+        if callable(engine_metrics):
+            self.engine_series.append(engine_metrics())
         self.counters.depth_iterations += 1
         new: dict[int, list[Node]] = {id(s): [] for s in live}
         for (state, parent, _), outs in zip(jobs, gens):
@@ -168,6 +174,8 @@ class Search:
         for name in self.kv.names:
             vals = [s.kv[name][-1] for s in live if s.kv[name]]
             metrics[f"kv_{name}"] = sum(vals) / len(vals) if vals else 0.0
+        if self.engine_series:
+            metrics.update({f"engine_{k}": v for k, v in self.engine_series[-1].items()})
         return metrics
 
     def _record(self, state: _Live) -> dict[str, Any]:
