@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -32,6 +32,12 @@ class NodeCost(str, Enum):
 class BeamVariant(str, Enum):
     search_and_learn = "search_and_learn"
     ets_reference = "ets_reference"
+
+
+class WandbMode(str, Enum):  # noqa: UP042 (same style as the other enums)
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
 
 
 class Aggregation(str, Enum):
@@ -148,7 +154,7 @@ class PagedKVConf(KVConf):
 
 @dataclass
 class EmbedderConf(Component):
-    model: Optional[str] = None
+    model: str | None = None
     device: str = "cpu"
     batch_size: int = _num(64, ge=1)
 
@@ -165,19 +171,117 @@ class SyntheticPolicyConf(PolicyConf):
     seed: int = 0
     base_error: float = _num(0.04, ge=0)
     error_slope: float = _num(0.16, ge=0)
+    loop_base: float = _num(0.005, ge=0)
+    loop_slope: float = _num(0.015, ge=0)
+    detour_correct: float = _num(0.05, ge=0)
+    detour_wrong: float = _num(0.25, ge=0)
+    n_paraphrases: int = _num(4, ge=1)
 
 
 @dataclass
 class SyntheticPRMConf(Component):
     quality: float = _num(0.7, ge=0)
     seed: int = 0
+    scale: float = _num(3.0, gt=0)
+
+
+class PaddingSide(str, Enum):  # noqa: UP042 (same style as the other enums)
+    right = "right"
+    left = "left"
+
+
+class TagPosition(str, Enum):  # noqa: UP042
+    first = "first"
+    last = "last"
+
+
+class ModelDtype(str, Enum):  # noqa: UP042
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass
+class HFPRMConf(Component):
+    """A transformers PRM (``ets.prms.hf_base.HFPRM``); model quirks live in the YAML."""
+
+    model: str = MISSING
+    tokenizer: str | None = None
+    device: str = "auto"
+    dtype: ModelDtype = ModelDtype.auto
+    batch_size: int = _num(8, ge=1)
+    padding_side: PaddingSide = PaddingSide.right
+
+
+@dataclass
+class TaggedPRMConf(HFPRMConf):
+    prompt_template: str = "{question}"
+    step_tag: str = MISSING
+    step_join: str = ""
+    score_at: TagPosition = TagPosition.last
+
+
+@dataclass
+class MathShepherdPRMConf(TaggedPRMConf):
+    good_token: str = "+"
+    bad_token: str = "-"
+
+
+@dataclass
+class QwenMathPRMConf(HFPRMConf):
+    system_prompt: str = ""
+    step_separator: str = MISSING
+
+
+@dataclass
+class RLHFlowPRMConf(HFPRMConf):
+    good_token: str = "+"
+    bad_token: str = "-"
+    question_join: str = " "
+
+
+@dataclass
+class JudgePRMConf(HFPRMConf):
+    user_template: str = MISSING
+    system_prompt: str = ""
+    no_previous: str = "(none)"
+    step_join: str = "\n\n"
+    answer_prefix: str = ""
+    yes_tokens: list[str] = field(default_factory=lambda: ["Yes"])
+    no_tokens: list[str] = field(default_factory=lambda: ["No"])
+
+
+@dataclass
+class LogprobPRMConf(Component):
+    pass
+
+
+@dataclass
+class HFPolicyConf(PolicyConf):
+    """A transformers policy (``ets.policies.hf.HFPolicy``); the model-specific keys
+    (model, dtype, prompt and chat settings, step_delimiter, answer_markers) are the
+    ones the vLLM policy reads too."""
+
+    model: str = "smollm2"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: ModelDtype = ModelDtype.float32
+    prompt_template: str = "{question}"
+    use_chat_template: bool = False
+    system_prompt: str | None = None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    temperature: float = _num(1.0, ge=0)
+    top_p: float = _num(1.0, gt=0)
+    device: str = "cpu"
+    batch_size: int = _num(32, ge=1)
 
 
 @dataclass
 class DatasetConf(Component):
-    limit: Optional[int] = _num(None, ge=0)
+    limit: int | None = _num(None, ge=0)
     offset: int = _num(0, ge=0)
-    shard: Optional[str] = None
+    shard: str | None = None
     grader: Any = None
 
 
@@ -189,18 +293,36 @@ class SyntheticDatasetConf(DatasetConf):
 
 @dataclass
 class JsonlDatasetConf(DatasetConf):
-    path: Optional[str] = None
-    hub_id: Optional[str] = None
+    path: str | None = None
+    hub_id: str | None = None
     split: str = "test"
     question_field: str = "problem"
     answer_field: str = "answer"
-    id_field: Optional[str] = None
+    id_field: str | None = None
     answer_format: str = "plain"
+    shuffle_seed: int | None = None
 
 
 @dataclass
 class TrackerConf(Component):
     pass
+
+
+@dataclass
+class WandbTrackerConf(TrackerConf):
+    """W&B logging; the API key is read from ``WANDB_API_KEY`` only, never from config.
+
+    ``mode=None``: ``WANDB_MODE`` if set, else online with a key, offline without one.
+    ``group=None``: the sweep dir for sweeps, ``name`` otherwise. ``dir=None``:
+    ``WANDB_DIR`` if set, else the run dir.
+    """
+
+    project: str = "ets"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: WandbMode | None = None
+    dir: str | None = None
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -218,10 +340,19 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "full": FullExpanderConf,
     },
     "kv": {"base": KVConf, "paged": PagedKVConf},
-    "policy": {"base": PolicyConf, "synthetic": SyntheticPolicyConf},
-    "prm": {"base": Component, "synthetic": SyntheticPRMConf},
+    "policy": {"base": PolicyConf, "synthetic": SyntheticPolicyConf, "hf": HFPolicyConf},
+    "prm": {
+        "base": Component,
+        "synthetic": SyntheticPRMConf,
+        "math_shepherd": MathShepherdPRMConf,
+        "llemma": TaggedPRMConf,
+        "qwen_math_prm": QwenMathPRMConf,
+        "rlhflow": RLHFlowPRMConf,
+        "judge": JudgePRMConf,
+        "logprob": LogprobPRMConf,
+    },
     "dataset": {"synthetic": SyntheticDatasetConf, "jsonl": JsonlDatasetConf},
-    "tracker": {"base": TrackerConf},
+    "tracker": {"base": TrackerConf, "wandb": WandbTrackerConf},
     "embedder": {"base": EmbedderConf},
 }
 

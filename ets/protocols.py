@@ -7,10 +7,11 @@ transformers, W&B or SLURM. Each component kind is a Hydra config group
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from ets.tree import Node, Tree
-from ets.types import GenRequest, Generation, Problem, Prompt
+from ets.types import Generation, GenRequest, Problem, Prompt
 
 
 @runtime_checkable

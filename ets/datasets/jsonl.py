@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
+import random
 from pathlib import Path
 
 from ets.answers import extract_answer
@@ -13,19 +15,32 @@ class DatasetError(RuntimeError):
     """A dataset that cannot be loaded; the message says what to do."""
 
 
+def resolve_path(path: str) -> Path:
+    """``pkg://<package>/<file>`` → the file inside an installed package (works from any
+    cwd); anything else is a normal path (``~`` expanded, relative to the cwd)."""
+    if path.startswith("pkg://"):
+        package, _, rest = path[len("pkg://"):].partition("/")
+        return Path(str(importlib.resources.files(package))) / rest
+    return Path(path).expanduser()
+
+
 class JsonlDataset:
     """Problems from a local JSONL file (or, where reachable, the Hugging Face hub).
 
     Args:
-        path: Local ``.jsonl`` file. Relative paths resolve against the launch directory.
+        path: Local ``.jsonl`` file. Relative paths resolve against the launch directory;
+            ``pkg://ets/data/demo.jsonl`` names a file shipped inside a package.
         hub_id: Hub dataset used when ``path`` is not given (needs the ``datasets``
             package and network access).
         split: Hub split.
         question_field, answer_field, id_field: Field mapping.
         answer_format: ``plain`` (the field is the answer) or ``gsm8k`` (the number after
             ``####`` in a worked solution).
-        limit, offset: Slice of the problems (after sharding).
+        limit, offset: Slice of the problems (after shuffling and sharding).
         shard: ``"i/n"`` keeps every n-th problem starting at i (for SLURM arrays).
+        shuffle_seed: Shuffle the problems with this seed before sharding and slicing
+            (``None``: file order), so ``limit`` takes a random subset that is the same
+            on every machine and for every shard.
         grader: Answer-equivalence component for this dataset.
     """
 
@@ -34,16 +49,17 @@ class JsonlDataset:
         question_field: str = "problem", answer_field: str = "answer",
         id_field: str | None = None, answer_format: str = "plain",
         limit: int | None = None, offset: int = 0, shard: str | None = None, grader=None,
+        shuffle_seed: int | None = None,
     ) -> None:
         self.path, self.hub_id, self.split = path, hub_id, split
         self.question_field, self.answer_field, self.id_field = question_field, answer_field, id_field
         self.answer_format, self.limit, self.offset, self.shard = answer_format, limit, offset, shard
-        self.grader = grader
+        self.grader, self.shuffle_seed = grader, shuffle_seed
         self.skipped = 0
 
     def _rows(self) -> tuple[str, list[dict]]:
         if self.path:
-            path = Path(self.path).expanduser()
+            path = resolve_path(self.path)
             if not path.exists():
                 raise DatasetError(f"dataset.path={self.path} does not exist (cwd: {Path.cwd()})")
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -74,6 +90,8 @@ class JsonlDataset:
                 continue
             pid = str(row[self.id_field]) if self.id_field and self.id_field in row else f"{stem}-{i:05d}"
             problems.append(Problem(pid, str(question), gold, {"row": i}))
+        if self.shuffle_seed is not None:
+            random.Random(self.shuffle_seed).shuffle(problems)
         if self.shard:
             index, count = (int(x) for x in self.shard.split("/"))
             if not 0 <= index < count:

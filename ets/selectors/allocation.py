@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 # Ceil of a ratio that is an exact integer in real arithmetic but lands a hair above it
 # in floating point (e.g. 6 * w / (3 w) = 2.0000000000000004) would hand out one child

@@ -11,8 +11,8 @@ class BeamSelector:
     """Keep the best candidates and expand each a fixed number of ways.
 
     ``search_and_learn``: keep the top ``ceil(W_rem / M)`` candidates (N/M beams while
-    the whole width is live) and give each ``M`` children, the last one the remainder,
-    so the counts sum to the remaining width.
+    the whole width is live) and give each ``M`` children, the last one what is left,
+    so the counts sum to the remaining width (less when fewer candidates are live).
     ``ets_reference``: keep ``ceil(sqrt(W_rem))`` and give each ``ceil(W_rem / keep)``;
     as in the reference the counts may exceed the remaining width.
 
@@ -37,7 +37,7 @@ class BeamSelector:
             return counts
         keep = min(len(candidates), math.ceil(width / self.beam_width))
         left = width
-        for rank, i in enumerate(order[:keep]):
-            counts[i] = left if rank == keep - 1 else min(self.beam_width, left)
+        for i in order[:keep]:
+            counts[i] = min(self.beam_width, left)
             left -= counts[i]
         return counts

@@ -1,0 +1,1 @@
+"""Policies: the LLMs (or the synthetic world) that write reasoning steps."""

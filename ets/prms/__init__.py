@@ -1,0 +1,1 @@
+"""Process reward models: a score for the last step of each path."""
