@@ -29,12 +29,18 @@ class SentenceEmbedder:
             The paper used ``math-similarity/Bert-MLM_arXiv-MP-class_zbMath``.
         device: Torch device.
         batch_size: Encoding batch size.
+        num_threads: Torch CPU threads while encoding (restored afterwards). The batches
+            are a few short texts, where one thread is fastest and several threads
+            oversubscribe a loaded machine (measured 0.05 s vs 0.7 s per call); None
+            keeps torch's setting.
     """
 
-    def __init__(self, model: str | None = None, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(self, model: str | None = None, device: str = "cpu", batch_size: int = 64,
+                 num_threads: int | None = 1) -> None:
         self.model_name = model or default_model_path()
         self.device = device
         self.batch_size = batch_size
+        self.num_threads = num_threads
         self._model = None
         self._cache: dict[str, np.ndarray] = {}
 
@@ -58,10 +64,18 @@ class SentenceEmbedder:
         if missing:
             if self._model is None:
                 self._model = self._load()
-            vecs = self._model.encode(
-                missing, batch_size=self.batch_size, normalize_embeddings=True,
-                convert_to_numpy=True, show_progress_bar=False,
-            )
+            import torch
+
+            threads = torch.get_num_threads()
+            if self.num_threads and self.device == "cpu":
+                torch.set_num_threads(self.num_threads)
+            try:
+                vecs = self._model.encode(
+                    missing, batch_size=self.batch_size, normalize_embeddings=True,
+                    convert_to_numpy=True, show_progress_bar=False,
+                )
+            finally:
+                torch.set_num_threads(threads)
             self._cache.update(zip(missing, vecs))
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 0))
 

@@ -157,6 +157,7 @@ class EmbedderConf(Component):
     model: str | None = None
     device: str = "cpu"
     batch_size: int = _num(64, ge=1)
+    num_threads: int | None = _num(1, ge=1)
 
 
 # ---- policies, prms, datasets, trackers -----------------------------------------------
@@ -169,8 +170,8 @@ class PolicyConf(Component):
 @dataclass
 class SyntheticPolicyConf(PolicyConf):
     seed: int = 0
-    base_error: float = _num(0.04, ge=0)
-    error_slope: float = _num(0.16, ge=0)
+    base_error: float = _num(0.10, ge=0)
+    error_slope: float = _num(0.30, ge=0)
     loop_base: float = _num(0.005, ge=0)
     loop_slope: float = _num(0.015, ge=0)
     detour_correct: float = _num(0.05, ge=0)
