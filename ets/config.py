@@ -181,7 +181,7 @@ class SyntheticPolicyConf(PolicyConf):
 
 @dataclass
 class SyntheticPRMConf(Component):
-    quality: float = _num(0.7, ge=0)
+    quality: float = _num(0.3, ge=0)
     seed: int = 0
     scale: float = _num(3.0, gt=0)
 
@@ -278,6 +278,98 @@ class HFPolicyConf(PolicyConf):
     batch_size: int = _num(32, ge=1)
 
 
+class RewardActivation(str, Enum):  # noqa: UP042
+    softmax = "softmax"
+    sigmoid = "sigmoid"
+    none = "none"
+
+
+class StepReduce(str, Enum):  # noqa: UP042
+    last = "last"
+    min = "min"
+    mean = "mean"
+    prod = "prod"
+
+
+@dataclass
+class PromptedPolicyConf(PolicyConf):
+    """Keys shared by the engine-backed policies (``ets.policies.vllm`` / ``openai``)."""
+
+    model: str = MISSING
+    tokenizer: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    use_chat_template: bool = True
+    prompt_template: str = "{question}"
+    system_prompt: str | None = None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    response_prefix: str = ""
+    temperature: float = _num(0.8, ge=0)
+    top_p: float = _num(1.0, gt=0)
+
+
+@dataclass
+class VLLMPolicyConf(PromptedPolicyConf):
+    """The offline vLLM engine (``ets.policies.vllm.VLLMPolicy``); null = vLLM's default."""
+
+    dtype: ModelDtype = ModelDtype.auto
+    tensor_parallel_size: int = _num(1, ge=1)
+    gpu_memory_utilization: float = _num(0.9, gt=0)
+    max_model_len: int | None = _num(None, ge=1)
+    block_size: int | None = _num(None, ge=1)
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    seed: int = 0
+    swap_space: float | None = _num(None, ge=0)
+    cpu_kv_space_gb: float | None = _num(None, gt=0)
+    in_process: bool | None = None
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    share_engine: bool = True
+
+
+@dataclass
+class OpenAIPolicyConf(PromptedPolicyConf):
+    """An OpenAI-compatible completions server (``ets.policies.openai.OpenAIPolicy``)."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    timeout_s: float = _num(600.0, gt=0)
+    concurrency: int = _num(16, ge=1)
+    send_token_ids: bool | None = None
+    vllm_extensions: bool = True
+    max_retries: int = _num(2, ge=0)
+    metrics: bool = False
+
+
+@dataclass
+class VLLMRewardPRMConf(Component):
+    """A PRM served by vLLM as a pooling model (``ets.prms.vllm_reward.VLLMRewardPRM``)."""
+
+    model: str = MISSING
+    tokenizer: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: ModelDtype = ModelDtype.auto
+    tensor_parallel_size: int = _num(1, ge=1)
+    gpu_memory_utilization: float = _num(0.9, gt=0)
+    max_model_len: int | None = _num(None, ge=1)
+    enforce_eager: bool = False
+    cpu_kv_space_gb: float | None = _num(None, gt=0)
+    in_process: bool | None = None
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    share_engine: bool = True
+    use_chat_template: bool = True
+    system_prompt: str | None = None
+    prompt_template: str = "{question}"
+    step_separator: str = MISSING
+    step_join: str = ""
+    strip_steps: bool = True
+    score_token: str | None = None
+    label_index: int = _num(1, ge=0)
+    activation: RewardActivation = RewardActivation.softmax
+    step_score: StepReduce = StepReduce.last
+
+
 @dataclass
 class DatasetConf(Component):
     limit: int | None = _num(None, ge=0)
@@ -306,7 +398,7 @@ class JsonlDatasetConf(DatasetConf):
 
 @dataclass
 class TrackerConf(Component):
-    pass
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -341,7 +433,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "full": FullExpanderConf,
     },
     "kv": {"base": KVConf, "paged": PagedKVConf},
-    "policy": {"base": PolicyConf, "synthetic": SyntheticPolicyConf, "hf": HFPolicyConf},
+    "policy": {"base": PolicyConf, "synthetic": SyntheticPolicyConf, "hf": HFPolicyConf,
+               "vllm": VLLMPolicyConf, "openai": OpenAIPolicyConf},
     "prm": {
         "base": Component,
         "synthetic": SyntheticPRMConf,
@@ -351,6 +444,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "rlhflow": RLHFlowPRMConf,
         "judge": JudgePRMConf,
         "logprob": LogprobPRMConf,
+        "vllm_reward": VLLMRewardPRMConf,
     },
     "dataset": {"synthetic": SyntheticDatasetConf, "jsonl": JsonlDatasetConf},
     "tracker": {"base": TrackerConf, "wandb": WandbTrackerConf},

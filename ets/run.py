@@ -71,8 +71,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     write_json(run_dir / "run.json", {**environment(ROOT), "seed": cfg.search.seed,
                                       "problems_todo": len(todo)})
     summary: dict[str, Any] | None = None
-    start = time.perf_counter()
     tracker.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
+    start = time.perf_counter()  # after the tracker's start-up, which is not search time
     try:
         with _progress(len(problems), len(problems) - len(todo)) as bar:
             def on_result(rec: dict[str, Any]) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 class LocalTracker:
     """Writes per-depth aggregates next to the results; summary.json is written by the run."""
 
-    def __init__(self) -> None:
+    def __init__(self, tags: list[str] | None = None) -> None:
+        self.tags = list(tags or [])
         self._fh = None
 
     def start(self, config: dict[str, Any], run_dir: str) -> None:

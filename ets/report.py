@@ -1,0 +1,217 @@
+"""``python -m ets.report <run or sweep dir> [--out DIR] [--wandb]``: tables and plots over runs.
+
+Every directory below the path holding ``summary.json`` and ``config.yaml`` is a run (runs
+nested in a run, e.g. ``rerun-1/``, are left out). Writes ``report.md`` (a row per run;
+mean and t-based 95% CI across seeds), ``accuracy_vs_kv.png`` (Pareto front marked),
+``kv_per_depth.png`` and a budget curve subsampled from one run (:mod:`ets.budget`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ets import budget as B
+from ets import plots
+from ets.results import VOTES
+from ets.runs import Run, choose_budget_run, kv_per_depth, load_grader, load_runs, mean_ci, seed_groups
+
+SHORT = {"weighted_majority": "wmaj", "majority": "maj", "best_of_n": "bon", "coverage": "cov"}
+Column = tuple[str, Callable[[Run], Any], str]
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _backends(runs: Sequence[Run]) -> list[str]:
+    return sorted({b for r in runs for b in r.summary["kv"]})
+
+
+def _acc(vote: str) -> Callable[[Run], Any]:
+    return lambda r: r.summary["accuracy"].get(vote)
+
+
+def _kv(backend: str, stat: str) -> Callable[[Run], Any]:
+    return lambda r: r.summary["kv"].get(backend, {}).get(stat)
+
+
+def _cfg(key: str) -> Callable[[Run], Any]:
+    return lambda r: r.get(key)
+
+
+def _sum(key: str) -> Callable[[Run], Any]:
+    return lambda r: r.summary.get(key)
+
+
+def run_columns(runs: Sequence[Run]) -> list[Column]:
+    """(header, getter, format) of the per-run table."""
+    cols: list[Column] = [
+        ("run", lambda r: r.name, ""), ("selector", lambda r: r.selector, ""),
+        ("W", _cfg("search.width"), ""), ("λ", _cfg("selector.lambda"), ""),
+        ("coverage w", _cfg("selector.coverage_weight"), ""), ("seed", _cfg("search.seed"), ""),
+    ]
+    cols += [(f"acc {SHORT[v]}", _acc(v), ".4f") for v in VOTES]
+    for b in _backends(runs):
+        cols += [(f"KV {b} mean", _kv(b, "mean"), ".2f"), (f"KV {b} peak", _kv(b, "peak"), "")]
+    return cols + [("tokens", _sum("tokens_generated"), ""), ("wall s", _sum("wall_time_s"), ".2f")]
+
+
+def ci_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
+    """Across seeds: ``mean ± half-width`` of the t-based 95% CI (mean alone for one seed)."""
+    metrics: list[Column] = [(f"acc {SHORT[v]}", _acc(v), ".4f") for v in VOTES]
+    metrics += [(f"KV {b} mean", _kv(b, "mean"), ".2f") for b in _backends(runs)]
+    metrics += [("tokens", _sum("tokens_generated"), ".1f"), ("wall s", _sum("wall_time_s"), ".2f")]
+    header = ["selector", "W", "λ", "coverage w", "seeds", "n"] + [m[0] for m in metrics]
+    rows = []
+    for g in seed_groups(runs):
+        row = [g[0].selector, *(_fmt(g[0].get(k)) for k in
+                                ("search.width", "selector.lambda", "selector.coverage_weight")),
+               ",".join(str(r.get("search.seed")) for r in g), str(len(g))]
+        for _, get, spec in metrics:
+            values = [get(r) for r in g if get(r) is not None]
+            if not values:
+                row.append("—")
+                continue
+            mean, hw = mean_ci(values)
+            row.append(format(mean, spec) + ("" if hw is None else f" ± {hw:{spec}}"))
+        rows.append(row)
+    return header, rows
+
+
+def _depth_runs(runs: Sequence[Run], points: list[dict[str, Any]], wanted: Sequence[str] | None) -> list[Run]:
+    if wanted:
+        return [r for r in runs if any(w in r.name for w in wanted)]
+    front = plots.pareto_front([p["kv"] for p in points], [p["accuracy"] for p in points])
+    return [runs[i] for i in front][:6]
+
+
+def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", samples: int = 64,
+                 seed: int = 0, depth_runs: Sequence[str] | None = None, use_wandb: bool = False,
+                 project: str = "ets", entity: str | None = None) -> Path:
+    """Write ``report.md`` and the PNGs into ``out`` (default ``root``); returns the report path.
+
+    Args:
+        root: A run dir or a sweep dir (searched recursively).
+        out: Output dir.
+        budget: ``auto`` (widest best-of-N run, else widest run), ``none``, or a run dir.
+        samples, seed: Subsets per (problem, N) and RNG seed of the budget curve.
+        depth_runs: Substrings of run names for the KV-per-depth plot (default: Pareto front).
+        use_wandb: Also log the tables and images to W&B (``--wandb``).
+        project, entity: W&B destination for ``use_wandb``.
+    """
+    root = Path(root)
+    runs = load_runs(root)
+    if not runs:
+        raise SystemExit(f"ets.report: no runs (summary.json + config.yaml) below {root}")
+    out = Path(out) if out is not None else root
+    out.mkdir(parents=True, exist_ok=True)
+    headline = Counter(r.headline for r in runs).most_common(1)[0][0]
+    cols = run_columns(runs)
+    rows = [[_fmt(get(r), spec) for _, get, spec in cols] for r in runs]
+    ci_header, ci_rows = ci_table(runs)
+    points = [{"kv": r.summary["kv"][headline]["mean"], "selector": r.selector, "label": r.name,
+               "accuracy": r.summary["accuracy"]["weighted_majority"]} for r in runs]
+    images = [plots.plot_accuracy_vs_kv(points, headline, out / "accuracy_vs_kv.png")]
+    chosen = _depth_runs(runs, points, depth_runs)
+    if chosen:
+        images.append(plots.plot_kv_per_depth({r.name: kv_per_depth(r) for r in chosen},
+                                              out / "kv_per_depth.png"))
+    md = [f"# ets report: {root}", "",
+          f"{len(runs)} runs. KV in tokens; headline KV backend: **{headline}**. "
+          "acc: wmaj = weighted majority, maj = majority, bon = best-of-N, cov = coverage.", "",
+          "## Runs", "", markdown([c[0] for c in cols], rows), "",
+          "## Across seeds (runs identical but for `search.seed`): mean ± 95% CI (t)", "",
+          markdown(ci_header, ci_rows), "", "## Plots", "",
+          f"![accuracy vs KV]({images[0].name}) — Pareto front (least KV for its accuracy) dashed."]
+    if chosen:
+        md += ["", f"![KV per depth](kv_per_depth.png) — runs: {', '.join(r.name for r in chosen)}."]
+    curve, source = _budget(runs, root, budget, samples, seed)
+    if curve is not None and source is not None:
+        label = f"subsampled from one N={curve['n_source']} run: {source.name} ({source.selector})"
+        images.append(plots.plot_budget(curve, f"{source.name} ({source.selector})",
+                                        out / "budget_curve.png"))
+        md += ["", f"## Budget curve, {label}", "",
+               f"Accuracy with N finished trajectories per problem, drawn from that one run's trees "
+               f"({curve['samples']} random subsets per problem and N, seed {curve['seed']}; "
+               "'exact' = every subset enumerated). Not independent runs at each N.", "",
+               markdown(["N", *(f"acc {SHORT[v]}" for v in VOTES), "exact"], list(B.iter_rows(curve))),
+               "", "![budget curve](budget_curve.png)"]
+    report = out / "report.md"
+    report.write_text("\n".join(md) + "\n", encoding="utf-8")
+    if use_wandb:
+        _log_wandb(root, out, (cols, rows), (ci_header, ci_rows), images, project, entity)
+    return report
+
+
+def _budget(runs: Sequence[Run], root: Path, budget: str, samples: int,
+            seed: int) -> tuple[dict[str, Any] | None, Run | None]:
+    if budget == "none":
+        return None, None
+    if budget == "auto":
+        source = choose_budget_run(runs)
+    else:
+        matches = [r for r in runs if r.path.resolve() == Path(budget).resolve()] or load_runs(Path(budget))
+        source = matches[0] if matches else None
+    if source is None:
+        return None, None
+    records = B.read_records(source.path / "problems.jsonl")
+    curve = B.budget_curve(records, load_grader(source.config), n_source=int(source.get("search.width")),
+                           aggregation=str(source.get("search.aggregation") or "last"),
+                           samples=samples, seed=seed)
+    return curve, source
+
+
+def _log_wandb(root: Path, out: Path, runs_table: tuple[list[Column], list[list[str]]],
+               ci: tuple[list[str], list[list[str]]], images: list[Path], project: str,
+               entity: str | None) -> None:
+    import wandb
+
+    from ets.trackers.wandb import resolve_mode
+
+    mode = resolve_mode(None)
+    if mode == "disabled":
+        return
+    run = wandb.init(project=project, entity=entity, job_type="report", mode=mode, dir=str(out),
+                     group=str(root)[-128:], name=f"report-{root.resolve().name}",
+                     config={"root": str(root)}, reinit="finish_previous")
+    try:
+        run.log({"report/runs": wandb.Table(columns=[c[0] for c in runs_table[0]], data=runs_table[1]),
+                 "report/across_seeds": wandb.Table(columns=list[Any](ci[0]), data=ci[1]),
+                 **{f"report/{p.stem}": wandb.Image(str(p)) for p in images}})
+    finally:
+        run.finish()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (``python -m ets.report --help``)."""
+    ap = argparse.ArgumentParser(prog="python -m ets.report", description=__doc__.splitlines()[0])
+    ap.add_argument("path", type=Path, help="a run dir or a sweep dir")
+    ap.add_argument("--out", type=Path, default=None, help="output dir (default: the given dir)")
+    ap.add_argument("--wandb", action="store_true", help="also log tables and plots to W&B")
+    ap.add_argument("--project", default="ets", help="W&B project for --wandb")
+    ap.add_argument("--entity", default=None, help="W&B entity for --wandb")
+    ap.add_argument("--budget", default="auto", help="budget-curve source: auto, none or a run dir")
+    ap.add_argument("--samples", type=int, default=64, help="budget curve: subsets per problem and N")
+    ap.add_argument("--seed", type=int, default=0, help="budget curve: subsampling seed")
+    ap.add_argument("--depth-runs", nargs="*", default=None,
+                    help="substrings of run names for the KV-per-depth plot (default: Pareto front)")
+    args = ap.parse_args(argv)
+    report = write_report(args.path, args.out, budget=args.budget, samples=args.samples,
+                          seed=args.seed, depth_runs=args.depth_runs, use_wandb=args.wandb,
+                          project=args.project, entity=args.entity)
+    print(f"wrote {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""Finding and loading run directories (``summary.json`` + ``config.yaml``) for reports."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ets.budget import read_records
+
+
+@dataclass
+class Run:
+    """One run directory: its resolved config and summary."""
+
+    path: Path
+    name: str
+    config: dict[str, Any]
+    summary: dict[str, Any]
+
+    @property
+    def selector(self) -> str:
+        target = str(self.config.get("selector", {}).get("_target_", "?"))
+        return target.rsplit(".", 1)[-1].removesuffix("Selector")
+
+    def get(self, dotted: str) -> Any:
+        """A config value by dotted key (``selector.lambda``), None when absent."""
+        node: Any = self.config
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    @property
+    def headline(self) -> str:
+        """The headline KV backend of the run."""
+        return self.summary.get("kv_headline") or sorted(self.summary["kv"])[0]
+
+    def leaves(self) -> dict[str, Any]:
+        """The config flattened to ``dotted.key: value`` (the tracker left out)."""
+        out: dict[str, Any] = {}
+
+        def walk(node: Any, prefix: str) -> None:
+            if isinstance(node, dict) and node:
+                for k, v in node.items():
+                    walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix[:-1]] = node
+
+        walk({k: v for k, v in self.config.items() if k != "tracker"}, "")
+        return out
+
+
+def same_but_seed(a: Run, b: Run) -> bool:
+    """Configs equal except for seeds: every ``*seed*`` key that differs holds each run's own
+    ``search.seed`` (so ``policy.seed: ${search.seed}`` follows it)."""
+    la, lb = a.leaves(), b.leaves()
+    sa, sb = a.get("search.seed"), b.get("search.seed")
+    for key in la.keys() | lb.keys():
+        va, vb = la.get(key), lb.get(key)
+        if va != vb and not ("seed" in key.rsplit(".", 1)[-1] and va == sa and vb == sb):
+            return False
+    return True
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run dirs at or below ``root``, sorted, leaving out runs nested inside another run."""
+    found = sorted({p.parent for p in Path(root).rglob("summary.json")
+                    if (p.parent / "config.yaml").exists()})
+    return [d for d in found if not any(o != d and o in d.parents for o in found)]
+
+
+def load_runs(root: Path) -> list[Run]:
+    """Every run of :func:`find_runs`, named by its path relative to ``root``."""
+    root = Path(root)
+    runs = []
+    for d in find_runs(root):
+        cfg = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"), resolve=True)
+        name = str(d.relative_to(root)) if d != root else d.name
+        runs.append(Run(d, name, cfg, json.loads((d / "summary.json").read_text())))  # type: ignore[arg-type]
+    for run, short in zip(runs, short_names([r.name for r in runs])):
+        run.name = short
+    return runs
+
+
+def short_names(names: Sequence[str]) -> list[str]:
+    """Names without the ``key=value`` overrides shared by all of them (when still unique)."""
+    if len(names) < 2:
+        return list(names)
+    split = [[part.split(",") for part in n.split("/")] for n in names]
+    common = set.intersection(*({t for part in parts for t in part if "=" in t} for parts in split))
+    short = ["/".join(",".join(t for t in part if t not in common) or "-" for part in parts)
+             for parts in split]
+    return short if len(set(short)) == len(short) else list(names)
+
+
+def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
+    """Runs identical but for their seeds (:func:`same_but_seed`), in first-seen order."""
+    groups: list[list[Run]] = []
+    for r in runs:
+        home = next((g for g in groups if same_but_seed(g[0], r)), None)
+        if home is None:
+            groups.append([r])
+        else:
+            home.append(r)
+    return groups
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float | None]:
+    """Mean and the half-width of the t-based confidence interval (None for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    from scipy.stats import t
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+
+
+def kv_per_depth(run: Run) -> dict[str, list[float]]:
+    """Per backend: mean KV at each depth over the problems still searching at that depth."""
+    sums: dict[str, list[float]] = {}
+    counts: dict[str, list[int]] = {}
+    for rec in read_records(run.path / "problems.jsonl"):
+        for b, stats in rec["kv"].items():
+            s, c = sums.setdefault(b, []), counts.setdefault(b, [])
+            for d, value in enumerate(stats["per_depth"]):
+                if d == len(s):
+                    s.append(0.0)
+                    c.append(0)
+                s[d] += value
+                c[d] += 1
+    return {b: [x / n for x, n in zip(sums[b], counts[b])] for b in sums}
+
+
+def choose_budget_run(runs: Sequence[Run]) -> Run | None:
+    """The widest best-of-N run, else the widest run of any selector but FFS."""
+    usable = [r for r in runs if r.selector != "FFS" and (r.path / "problems.jsonl").exists()]
+    pool = [r for r in usable if r.selector == "BestOfN"] or usable
+    return max(pool, key=lambda r: r.get("search.width") or 0, default=None)
+
+
+def load_grader(config: dict[str, Any]) -> Any:
+    """The dataset's grader, instantiated from the run's saved config."""
+    from hydra.utils import instantiate
+
+    spec = config["dataset"].get("grader")
+    if spec is not None:
+        return instantiate(spec)
+    return instantiate(config["dataset"]).grader

@@ -1,0 +1,180 @@
+"""``python -m ets.report`` over a real small sweep: tables, CIs, plots, budget curves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.stats import t as student_t
+
+from ets.budget import budget_curve, budgets, read_records, trajectories
+from ets.plots import pareto_front
+from ets.report import main
+from ets.runs import find_runs, load_grader, load_runs, mean_ci, short_names
+from tests.conftest import ROOT
+from tests.ops.wandb_log import offline_runs, read_offline_run
+
+COMMON = ["+experiment=synthetic", "dataset.limit=4", "policy.base_error=0.2", "search.seed=0,1"]
+SWEEPS = {
+    "ets": ["search.width=4", "selector=ets", "selector.coverage_weight=0", "selector.lambda=0.5"],
+    "base": ["search.width=8", "selector=rebase,best_of_n"],
+}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """Two real CLI sweeps (run in parallel): ETS (λ=0.5) x 2 seeds; REBASE, best-of-N x 2 seeds."""
+    root = tmp_path_factory.mktemp("sweeps")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "ets", "-m", *COMMON, *extra,
+                               f"hydra.sweep.dir={root / name}"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, extra in SWEEPS.items()]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(sweep, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    assert main([str(sweep), "--out", str(out), "--samples", "16"]) == 0
+    return out
+
+
+def _table(md: str, heading: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the first Markdown table after ``heading``."""
+    lines = md[md.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows[0], rows[2:]
+
+
+def test_report_has_one_row_per_run_with_its_summary_numbers(sweep, report):
+    header, rows = _table((report / "report.md").read_text(), "## Runs")
+    runs = {r.name: r for r in load_runs(sweep)}
+    assert len(rows) == len(runs) == 6
+    for row in rows:
+        cell = dict(zip(header, row))
+        run = runs[cell["run"]]
+        summary = json.loads((run.path / "summary.json").read_text())
+        config = run.config
+        assert cell["selector"] == {"ets.selectors.ets.ETSSelector": "ETS",
+                                    "ets.selectors.rebase.RebaseSelector": "Rebase",
+                                    "ets.selectors.best_of_n.BestOfNSelector": "BestOfN"}[config["selector"]["_target_"]]
+        assert int(cell["W"]) == config["search"]["width"]
+        assert int(cell["seed"]) == config["search"]["seed"]
+        assert cell["λ"] == ("0.5" if cell["selector"] == "ETS" else "—")
+        assert cell["coverage w"] == ("0.0" if cell["selector"] == "ETS" else "—")
+        for short, vote in (("wmaj", "weighted_majority"), ("maj", "majority"), ("bon", "best_of_n"),
+                            ("cov", "coverage")):
+            assert cell[f"acc {short}"] == f"{summary['accuracy'][vote]:.4f}"
+        for backend in ("paper", "radix", "paged"):
+            assert cell[f"KV {backend} mean"] == f"{summary['kv'][backend]['mean']:.2f}"
+            assert int(cell[f"KV {backend} peak"]) == summary["kv"][backend]["peak"]
+        assert int(cell["tokens"]) == summary["tokens_generated"]
+        assert cell["wall s"] == f"{summary['wall_time_s']:.2f}"
+
+
+def test_across_seeds_table_mean_and_ci_are_the_hand_computed_ones(sweep, report):
+    header, rows = _table((report / "report.md").read_text(), "## Across seeds")
+    runs = load_runs(sweep)
+    assert len(rows) == 3
+    for row in rows:
+        cell = dict(zip(header, row))
+        assert cell["n"] == "2" and cell["seeds"] == "0,1"
+        pair = [r for r in runs if r.selector == cell["selector"]]
+        assert len(pair) == 2
+        for col, get, spec in (("acc wmaj", lambda r: r.summary["accuracy"]["weighted_majority"], ".4f"),
+                               ("KV radix mean", lambda r: r.summary["kv"]["radix"]["mean"], ".2f")):
+            a, b = (get(r) for r in pair)
+            hw = student_t.ppf(0.975, 1) * abs(a - b) / 2  # s = |a-b|/sqrt(2), over sqrt(n=2)
+            assert cell[col] == f"{(a + b) / 2:{spec}} ± {hw:{spec}}"
+
+
+def test_mean_ci_by_hand():
+    mean, hw = mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert hw == pytest.approx(student_t.ppf(0.975, 3) * np.std([1, 2, 3, 4], ddof=1) / 2)
+    assert mean_ci([0.7]) == (0.7, None)
+
+
+@pytest.mark.parametrize("name", ["accuracy_vs_kv.png", "kv_per_depth.png", "budget_curve.png"])
+def test_plots_are_real_images(report, name):
+    with Image.open(report / name) as img:
+        assert img.format == "PNG" and img.width >= 500 and img.height >= 350
+        pixels = np.asarray(img.convert("RGB"))
+    assert pixels.std() > 0
+    codes = pixels[..., 0].astype(np.int32) << 16 | pixels[..., 1].astype(np.int32) << 8 | pixels[..., 2]
+    assert len(np.unique(codes)) > 10
+
+
+def test_pareto_front_on_hand_made_points():
+    # (kv, accuracy): minimise kv, maximise accuracy
+    pts = [(10, 0.5), (20, 0.7), (15, 0.4), (30, 0.7), (25, 0.9), (10, 0.5), (5, 0.1), (40, 0.95)]
+    front = pareto_front([p[0] for p in pts], [p[1] for p in pts])
+    assert front == [6, 0, 5, 1, 4, 7]  # (15,.4) and (30,.7) are dominated; duplicates both kept
+    assert pareto_front([], []) == []
+    assert pareto_front([1.0], [0.0]) == [0]
+
+
+def test_budget_curve_matches_the_run_at_full_n_and_the_correct_fraction_at_n1(sweep, report):
+    assert "subsampled from one N=8 run" in (report / "report.md").read_text()
+    for run in load_runs(sweep):
+        if run.selector not in ("BestOfN", "Rebase") or run.get("search.seed") != 0:
+            continue
+        records = read_records(run.path / "problems.jsonl")
+        grader = load_grader(run.config)
+        curve = budget_curve(records, grader, n_source=8, samples=16, seed=3)
+        rows = {r["n"]: r for r in curve["rows"]}
+        assert list(rows) == budgets(8) == [1, 2, 4, 8]
+        for vote, acc in run.summary["accuracy"].items():
+            assert rows[8][vote] == pytest.approx(acc, abs=1e-12), (run.name, vote)
+        fractions = []
+        for rec in records:
+            pool = trajectories(rec["tree"])
+            ok = [t.answer is not None and grader.equivalent(rec["gold"], t.answer) for t in pool]
+            fractions.append(sum(ok) / len(ok) if ok else 0.0)
+        assert rows[1]["exact"]  # 8 singletons <= 16 samples: enumerated
+        assert rows[1]["majority"] == pytest.approx(sum(fractions) / len(fractions), abs=1e-12)
+        assert rows[1]["weighted_majority"] == pytest.approx(rows[1]["majority"], abs=1e-12)
+        assert 0 < rows[1]["majority"] < 1
+
+
+def test_find_runs_skips_runs_nested_in_runs_and_short_names(tmp_path):
+    for d in ("s/a=1,b=2", "s/a=1,b=3", "s/a=1,b=3/rerun-1", "s/notarun"):
+        (tmp_path / d).mkdir(parents=True)
+        if d != "s/notarun":
+            (tmp_path / d / "summary.json").write_text("{}")
+            (tmp_path / d / "config.yaml").write_text("{}")
+    assert find_runs(tmp_path) == [tmp_path / "s/a=1,b=2", tmp_path / "s/a=1,b=3"]
+    assert find_runs(tmp_path / "s/a=1,b=3/rerun-1") == [tmp_path / "s/a=1,b=3/rerun-1"]
+    assert short_names(["s/a=1,b=2", "s/a=1,b=3"]) == ["s/b=2", "s/b=3"]
+
+
+def test_report_wandb_logs_tables_and_images(sweep, tmp_path, monkeypatch):
+    for key, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true",
+                       "WANDB_CACHE_DIR": str(tmp_path / "cache"),
+                       "WANDB_DATA_DIR": str(tmp_path / "data")}.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "report"
+    assert main([str(sweep / "base"), "--out", str(out), "--budget", "none", "--wandb"]) == 0
+    (run_dir,) = offline_runs(out)
+    logged = read_offline_run(run_dir)
+    assert logged.exit_code == 0
+    assert logged.summary["report/runs"]["_type"] == "table-file"
+    images = sorted(p.name for p in (run_dir / "files" / "media" / "images").rglob("*.png"))
+    assert [n.split("_0_")[0] for n in images] == ["accuracy_vs_kv", "kv_per_depth"]  # no budget
+    table = json.loads(next((run_dir / "files" / "media" / "table").rglob("runs_*.table.json")).read_text())
+    assert len(table["data"]) == 4 and table["columns"][0] == "run"

@@ -1,0 +1,63 @@
+"""``python -m ets.rerun``: a saved run re-executed from its config gives the same records."""
+
+from __future__ import annotations
+
+import json
+
+from omegaconf import OmegaConf
+
+from ets.budget import read_records
+from ets.rerun import compare, main, next_rerun_dir, provenance_warnings, seeds, strip_timing
+from ets.run import run
+from ets.runs import find_runs
+
+TINY = ["+experiment=synthetic", "dataset.limit=4", "search.width=4", "search.seed=3",
+        "policy.base_error=0.2", "selector=ets", "selector.coverage_weight=0", "selector.lambda=0.5"]
+
+
+def test_rerun_of_a_synthetic_run_is_identical(compose_cfg, tmp_path, capsys):
+    original = tmp_path / "run"
+    run(compose_cfg(*TINY), original)
+    assert main([str(original)]) == 0
+    out = capsys.readouterr()
+    assert "per-problem results are IDENTICAL" in out.out
+    assert "search.seed=3" in out.out and "policy.seed=3" in out.out and "prm.seed=3" in out.out
+    rerun_dir = original / "rerun-1"
+    a, b = read_records(original / "problems.jsonl"), read_records(rerun_dir / "problems.jsonl")
+    assert len(a) == 4
+    assert sorted(map(strip_timing, a), key=lambda r: r["id"]) == sorted(map(strip_timing, b), key=lambda r: r["id"])
+    assert OmegaConf.load(rerun_dir / "config.yaml").search == OmegaConf.load(original / "config.yaml").search
+    assert next_rerun_dir(original) == original / "rerun-2"
+    assert find_runs(original) == [original]  # the report leaves nested reruns out
+
+
+def test_every_run_saves_seeds_versions_and_commit(compose_cfg, tmp_path):
+    run(compose_cfg(*TINY, "dataset.limit=1"), tmp_path)
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["seed"] == 3 and "commit" in meta["git"] and "dirty" in meta["git"]
+    assert meta["python"] and meta["packages"]["hydra-core"]
+    cfg = OmegaConf.to_container(OmegaConf.load(tmp_path / "config.yaml"))
+    assert dict(seeds(cfg)) == {"search.seed": 3, "policy.seed": 3, "prm.seed": 3, "dataset.seed": 0}
+
+
+def test_compare_ignores_timings_and_catches_changes():
+    rec = {"id": "p1", "answers": ["1"], "wall_time_s": 1.0, "kv": {"radix": {"mean": 2.0}},
+           "tree": [{"id": 0, "wall_time_s": 0.1}]}
+    same = {**rec, "wall_time_s": 9.0, "tree": [{"id": 0, "wall_time_s": 7.0}]}
+    assert compare([rec], [same]).identical
+    changed = {**rec, "answers": ["2"]}
+    result = compare([rec, {"id": "p2"}], [changed, {"id": "p3"}])
+    assert not result.identical
+    assert result.different == {"p1": ["answers"]} and result.missing == ["p2"] and result.extra == ["p3"]
+    assert "DIFFER" in result.describe()
+    assert not compare([], []).identical  # nothing compared is not a reproduction
+
+
+def test_provenance_warnings():
+    env = {"git": {"commit": "abc", "dirty": False}, "packages": {"ets": "0.1.0"}, "python": "3.11.7"}
+    assert provenance_warnings(env, env) == []
+    warn = provenance_warnings({**env, "git": {"commit": "old", "dirty": True},
+                                "packages": {"ets": "0.0.9"}}, env)
+    assert any("old differs from the current abc" in w for w in warn)
+    assert any("dirty" in w for w in warn) and any("package ets" in w for w in warn)
+    assert any("no git commit" in w for w in provenance_warnings({"git": {}}, env))
