@@ -135,6 +135,9 @@ class Search:
             self.counters.prm_calls += 1
             for (_, child), score in zip(children, scores):
                 child.score = float(score)
+        prepare = getattr(self.selector, "prepare", None)
+        if callable(prepare):  # e.g. ETS embeds every problem's step texts in one batch
+            prepare([c for s in live for c in new[id(s)] if not c.finished])
         for state in live:
             self._select(state, new[id(state)])
 

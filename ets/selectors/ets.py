@@ -109,6 +109,12 @@ class ETSSelector:
             raise ValueError("ETS with coverage_weight > 0 needs selector.embedder")
         return cluster_labels(self.embedder.embed(texts), self.cluster_threshold)
 
+    def prepare(self, candidates: list[Node]) -> None:
+        """Embed the step texts of every problem in flight in one batch (the search
+        loop calls this once per depth; per-problem selection then hits the cache)."""
+        if self.coverage_weight > 0 and self.embedder is not None and len(candidates) > 1:
+            self.embedder.embed([c.text for c in candidates])
+
     def solve(self, inst: ETSInstance) -> Solution:
         sol = solve_cpsat(inst, self.time_limit_s, self.num_workers, self.objective_scale)
         self.stats["solves"] += 1
