@@ -1,0 +1,312 @@
+"""``python -m ets.merge <dir> [--out DIR]``: merge the shard runs of one experiment.
+
+A run split with ``dataset.shard=i/n`` (e.g. ``+sweep=shards4``, one SLURM array task per
+shard) leaves ``n`` run dirs. This finds every run dir at any depth below ``<dir>``
+(a ``problems.jsonl`` next to a ``config.yaml``), checks that they are shards of the same
+experiment (configs equal but for ``dataset.shard`` and the tracker) covering every shard
+``0..n-1``, and writes one run into ``--out`` (default ``<dir>/merged``): ``problems.jsonl``
+(deduplicated by id), ``summary.json`` (:func:`ets.results.summarize`; calls and wall time
+summed over the shards), ``config.yaml`` (``dataset.shard: null``) and ``run.json``.
+
+It fails (exit status 1, nothing written) on a missing shard, on two different records
+for one problem id (timings left out of the comparison) and on an incomplete shard:
+when the shard's dataset can be loaded from its config (synthetic, local JSONL) its
+problem ids must all be present; otherwise its ``summary.json`` must exist and count
+every record. ``--allow-incomplete`` merges what is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ets.budget import read_records
+from ets.rerun import strip_timing
+from ets.results import environment, summarize, write_json
+
+log = logging.getLogger("ets.merge")
+IGNORED_KEYS = ("dataset.shard", "tracker")
+SUMMED = ("wall_time_s", "policy_calls", "prm_calls")
+
+
+class MergeError(RuntimeError):
+    """The runs cannot be merged; the message says why."""
+
+
+@dataclass
+class ShardRun:
+    """One run dir: its resolved config, shard ``(i, n)`` (None: unsharded) and records."""
+
+    path: Path
+    config: dict[str, Any]
+    shard: tuple[int, int] | None
+    records: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+
+
+def parse_shard(value: Any) -> tuple[int, int] | None:
+    """``"i/n"`` → ``(i, n)``; None stays None.
+
+    Raises:
+        MergeError: on anything else, or unless ``0 <= i < n``.
+    """
+    if value is None:
+        return None
+    try:
+        i, n = (int(x) for x in str(value).split("/"))
+    except ValueError as exc:
+        raise MergeError(f"dataset.shard={value!r}: expected 'i/n'") from exc
+    if not 0 <= i < n:
+        raise MergeError(f"dataset.shard={value}: need 0 <= i < n")
+    return i, n
+
+
+def find_run_dirs(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Dirs at or below ``root`` holding ``problems.jsonl`` and ``config.yaml`` (sorted),
+    leaving out ``exclude`` and everything below it."""
+    skip = exclude.resolve() if exclude is not None else None
+    found = []
+    for path in sorted(Path(root).rglob("problems.jsonl")):
+        d = path.parent
+        here = d.resolve()
+        if (d / "config.yaml").exists() and not (skip and (here == skip or skip in here.parents)):
+            found.append(d)
+    return found
+
+
+def load_run(path: Path) -> ShardRun:
+    """Read one run dir (read-only: a torn last line is skipped, not truncated)."""
+    config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=True)
+    assert isinstance(config, dict)
+    summary_path = path / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    shard = parse_shard((config.get("dataset") or {}).get("shard"))
+    return ShardRun(path, config, shard, read_records(path / "problems.jsonl"), summary)
+
+
+def _without(config: dict[str, Any], dotted: Sequence[str]) -> dict[str, Any]:
+    out = json.loads(json.dumps(config))
+    for key in dotted:
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_leaves(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def check_same_experiment(runs: Sequence[ShardRun]) -> None:
+    """All configs equal but for :data:`IGNORED_KEYS`.
+
+    Raises:
+        MergeError: naming the differing keys and the first run that differs.
+    """
+    base = _leaves(_without(runs[0].config, IGNORED_KEYS))
+    for run in runs[1:]:
+        other = _leaves(_without(run.config, IGNORED_KEYS))
+        keys = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k))
+        if keys:
+            raise MergeError(
+                f"{run.path} is not a shard of the same experiment as {runs[0].path}: "
+                f"config differs in {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}. "
+                "Point ets.merge at a dir holding the shards of one experiment only.")
+
+
+def check_shards(runs: Sequence[ShardRun]) -> int:
+    """Every run sharded ``i/n`` with one ``n``, and every ``i`` present; returns ``n``.
+
+    Raises:
+        MergeError: on unsharded runs, mixed ``n`` or missing shards.
+    """
+    unsharded = [r.path for r in runs if r.shard is None]
+    if unsharded:
+        raise MergeError(f"not a shard run (dataset.shard is null): {unsharded[0]}")
+    counts = {r.shard[1] for r in runs if r.shard}
+    if len(counts) > 1:
+        raise MergeError(f"runs split into different shard counts: {sorted(counts)}")
+    n = counts.pop()
+    seen = [r.shard[0] for r in runs if r.shard]
+    missing = sorted(set(range(n)) - set(seen))
+    if missing:
+        raise MergeError(f"missing shards: {', '.join(f'{i}/{n}' for i in missing)} "
+                         f"(found {len(set(seen))} of {n})")
+    for i in sorted({i for i in seen if seen.count(i) > 1}):
+        log.warning("shard %d/%d appears in %d run dirs; their records are deduplicated",
+                    i, n, seen.count(i))
+    return n
+
+
+def expected_ids(run: ShardRun) -> list[str] | None:
+    """The problem ids the shard's dataset holds, or None when it cannot be loaded here."""
+    from hydra.utils import instantiate
+
+    old = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # never download while checking
+    try:
+        dataset = instantiate(run.config["dataset"], _recursive_=False)
+        return [p.id for p in dataset.load()]
+    except Exception as exc:  # any dataset that cannot be rebuilt here: fall back
+        log.info("cannot load the dataset of %s (%s: %s); checking summary.json instead",
+                 run.path, type(exc).__name__, exc)
+        return None
+    finally:
+        if old is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old
+
+
+def check_complete(run: ShardRun, ids: list[str] | None) -> None:
+    """Raises MergeError when the shard run has not finished every problem."""
+    got = {r["id"] for r in run.records}
+    if ids is not None:
+        missing, extra = set(ids) - got, got - set(ids)
+        if missing:
+            raise MergeError(f"{run.path}: {len(missing)} of {len(ids)} problems not done "
+                             f"(e.g. {sorted(missing)[0]}); re-run that shard to finish it")
+        if extra:
+            raise MergeError(f"{run.path}: {len(extra)} problems not in its dataset shard "
+                             f"(e.g. {sorted(extra)[0]})")
+    elif run.summary is None:
+        raise MergeError(f"{run.path}: no summary.json, the run has not finished")
+    elif run.summary.get("problems") != len(got):
+        raise MergeError(f"{run.path}: summary.json counts {run.summary.get('problems')} problems "
+                         f"but problems.jsonl holds {len(got)}")
+
+
+def merge_records(runs: Sequence[ShardRun], orders: Sequence[list[str] | None]) -> list[dict[str, Any]]:
+    """Records of all runs, one per id, interleaved back into dataset order.
+
+    Shard ``i`` of ``n`` holds problems ``i, i+n, ...``, so the k-th problem of every
+    shard comes before the (k+1)-th of any. Within a shard the dataset order is used when
+    known (``orders``), else the file order.
+
+    Raises:
+        MergeError: when one id has two records that differ (timings left out).
+    """
+    keyed: dict[str, tuple[tuple[int, int], dict[str, Any], Path]] = {}
+    for run, order in zip(runs, orders):
+        pos = {pid: k for k, pid in enumerate(order)} if order is not None else {}
+        shard = run.shard[0] if run.shard else 0
+        for k, rec in enumerate(run.records):
+            pid = rec["id"]
+            key = (pos.get(pid, k), shard)
+            if pid in keyed:
+                _, first, where = keyed[pid]
+                a, b = strip_timing(first), strip_timing(rec)
+                if a != b:
+                    diff = sorted(f for f in a.keys() | b.keys() if a.get(f) != b.get(f))
+                    raise MergeError(f"conflicting records for {pid} in {where} and {run.path} "
+                                     f"(differ in {', '.join(diff)})")
+                continue
+            keyed[pid] = (key, rec, run.path)
+    return [rec for _, rec, _ in sorted(keyed.values(), key=lambda t: t[0])]
+
+
+def _summed_stats(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    stats: dict[str, Any] = {}
+    for s in summaries:
+        for k, v in (s.get("selector_stats") or {}).items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                stats[k] = stats.get(k, 0) + v
+    return stats
+
+
+def merge(root: Path, out: Path | None = None, allow_incomplete: bool = False) -> dict[str, Any]:
+    """Merge the shard runs below ``root`` into ``out``; returns the merged summary.
+
+    Raises:
+        MergeError: when the runs cannot be merged (nothing is written then).
+    """
+    root = Path(root)
+    out = Path(out) if out is not None else root / "merged"
+    dirs = find_run_dirs(root, exclude=out)
+    if not dirs:
+        raise MergeError(f"no run dirs (problems.jsonl + config.yaml) below {root}")
+    runs = [load_run(d) for d in dirs]
+    check_same_experiment(runs)
+    n = check_shards(runs)
+    orders = [expected_ids(r) for r in runs]
+    complete = True
+    for run, ids in zip(runs, orders):
+        try:
+            check_complete(run, ids)
+        except MergeError as exc:
+            if not allow_incomplete:
+                raise
+            log.warning("%s (merged anyway)", exc)
+            complete = False
+    records = merge_records(runs, orders)
+    summaries = [r.summary for r in runs if r.summary is not None]
+    extra: dict[str, Any] = {k: sum(s.get(k, 0) for s in summaries) for k in SUMMED}
+    if len(summaries) < len(runs):  # some shard never finished: its problems' own timings
+        extra["wall_time_s"] += sum(rec.get("wall_time_s", 0.0) for r in runs if r.summary is None
+                                    for rec in r.records)
+    headline = next((s["kv_headline"] for s in summaries if "kv_headline" in s), None)
+    summary = summarize(
+        records, **extra, kv_headline=headline, selector_stats=_summed_stats(summaries),
+        merged_from=[str(r.path) for r in runs], shards=n, complete=complete,
+    )
+    config = _without(runs[0].config, ["dataset.shard"])
+    config.setdefault("dataset", {})["shard"] = None
+    _write(out, records, config, summary, runs)
+    return summary
+
+
+def _write(out: Path, records: list[dict[str, Any]], config: dict[str, Any],
+           summary: dict[str, Any], runs: Sequence[ShardRun]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "problems.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    os.replace(tmp, out / "problems.jsonl")
+    OmegaConf.save(OmegaConf.create(config), out / "config.yaml")
+    write_json(out / "run.json", {**environment(Path(__file__).resolve().parents[1]),
+                                  "merged_from": [str(r.path) for r in runs]})
+    write_json(out / "summary.json", summary)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m ets.merge", description=__doc__.split("\n")[0])
+    parser.add_argument("dir", type=Path, help="dir holding the shard runs (searched recursively)")
+    parser.add_argument("--out", type=Path, default=None, help="merged run dir (default: <dir>/merged)")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="merge even when a shard has not finished every problem")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="ets.merge: %(message)s")
+    try:
+        summary = merge(args.dir, args.out, args.allow_incomplete)
+    except MergeError as exc:
+        print(f"ets.merge: {exc}", file=sys.stderr)
+        return 1
+    from ets.run import format_summary
+
+    out = args.out or args.dir / "merged"
+    print(f"merged {summary['shards']} shards ({len(summary['merged_from'])} run dirs) into {out}")
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
