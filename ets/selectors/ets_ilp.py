@@ -56,6 +56,17 @@ class Solution:
     seconds: float
 
 
+def _below(inst: ETSInstance, x: list, y: list) -> list[list]:
+    """For each branch node, the variables of its children (candidates and branches)."""
+    below: list[list] = [[] for _ in y]
+    for i, b in enumerate(inst.cand_parent):
+        below[b].append(x[i])
+    for b, p in enumerate(inst.branch_parent):
+        if p >= 0:
+            below[p].append(y[b])
+    return below
+
+
 def objective(inst: ETSInstance, keep: list[bool]) -> float:
     """The objective of a candidate subset, with y and z at their implied optimum."""
     live_branches: set[int] = set()
@@ -104,12 +115,7 @@ def solve_cpsat(
     model = cp_model.CpModel()
     x = [model.new_bool_var("") for _ in inst.weights]
     y = [model.new_bool_var("") for _ in inst.branch_parent]
-    below: list[list] = [[] for _ in y]
-    for i, b in enumerate(inst.cand_parent):
-        below[b].append(x[i])
-    for b, p in enumerate(inst.branch_parent):
-        if p >= 0:
-            below[p].append(y[b])
+    below = _below(inst, x, y)
     total = cp_model.LinearExpr.sum
     for yb, kids in zip(y, below):
         for var in kids:
@@ -158,12 +164,7 @@ def solve_pulp(inst: ETSInstance, msg: bool = False) -> Solution:
     prob = pulp.LpProblem("ets", pulp.LpMaximize)
     x = [pulp.LpVariable(f"x{i}", cat="Binary") for i in range(len(inst.weights))]
     y = [pulp.LpVariable(f"y{b}", cat="Binary") for b in range(len(inst.branch_parent))]
-    below: list[list] = [[] for _ in y]
-    for i, b in enumerate(inst.cand_parent):
-        below[b].append(x[i])
-    for b, p in enumerate(inst.branch_parent):
-        if p >= 0:
-            below[p].append(y[b])
+    below = _below(inst, x, y)
     for b, kids in enumerate(below):
         for var in kids:
             prob += y[b] >= var
