@@ -1,0 +1,37 @@
+"""A free PRM: the policy's own confidence in the step, no second model.
+
+Score = ``exp(node.logprob / max(1, node.n_tokens))``, the geometric mean of the
+per-token probabilities the policy gave the step (its mean token log-probability,
+exponentiated). Why this mapping:
+
+- it is monotone in the mean log-probability, so every ranking-based selector (beam,
+  DVTS, best-of-N) behaves exactly as with the raw mean;
+- it lies in (0, 1] like the P(correct) of trained PRMs, so REBASE/ETS softmax
+  temperatures (0.2 in the papers) and the ``prod``/``min``/``mean`` path aggregations
+  keep the meaning they have with real PRMs; the raw mean (in (-inf, 0], unbounded
+  below) would make ``prod`` meaningless and the softmax arbitrarily peaked;
+- the per-token mean (not the sum) keeps long steps from being penalised for length.
+
+A step of zero tokens (empty text) scores 1.0 (log-probability 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ets.tree import Node
+from ets.types import Problem
+
+
+class LogprobPRM:
+    """Scores a step by ``exp(mean token log-probability)`` under the policy."""
+
+    def score(self, items: Sequence[tuple[Problem, Node]]) -> list[float]:
+        return [self.node_score(node) for _, node in items]
+
+    @staticmethod
+    def node_score(node: Node) -> float:
+        if node.parent is None:
+            raise ValueError(f"node {node.id} is the root: there is no step to score")
+        return math.exp(min(0.0, node.logprob) / max(1, node.n_tokens))

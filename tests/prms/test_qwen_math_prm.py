@@ -1,0 +1,106 @@
+"""Qwen2.5-Math-PRM on a tiny random Qwen2 with the PRM head: the model card's computation, by hand.
+
+The checkpoint is written the way the hub one is laid out (``model.*`` backbone weights,
+``score.0.*`` / ``score.2.*`` head, ``architectures: [Qwen2ForProcessRewardModel]``)
+without using ets code, and the expected scores come from the plain ``Qwen2Model`` plus
+the head applied by hand.
+"""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from safetensors.torch import save_file
+from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+
+from ets.models import ModelUnavailable
+from tests.prms.conftest import CHATML, QUESTION, byte_level, check_batching, path_nodes, spread
+
+SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+CHAT = (
+    f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
+)
+FULL = (
+    CHAT + "Step 1: 2 + 3 = 5<extra_0>Step 2: 5 - 1 = 4<extra_0>Step 3: The answer is 4<extra_0><|im_end|>\n"
+)
+SIDE = CHAT + "Step 1: 2 + 3 = 5<extra_0>Step 2: 5 + 5 = 10<extra_0><|im_end|>\n"
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qwen_prm")
+    tok = byte_level(out, ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"], CHATML)
+    config = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=0.5,
+    )
+    config.architectures = ["Qwen2ForProcessRewardModel"]
+    torch.manual_seed(2)
+    backbone = Qwen2Model(config).eval()
+    head = {
+        f"score.{i}.{p}": torch.randn(shape) * 0.2
+        for i, shape_w in ((0, (32, 32)), (2, (2, 32)))
+        for p, shape in (("weight", shape_w), ("bias", shape_w[:1]))
+    }
+    weights = {f"model.{k}": v.contiguous() for k, v in backbone.state_dict().items()} | head
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(out)
+    # as loaded by AutoTokenizer next to a qwen2 config (Qwen2Tokenizer: its own pre-tokenizer)
+    return out, AutoTokenizer.from_pretrained(out), backbone, head
+
+
+@pytest.fixture
+def make(qwen, compose_cfg):
+    cfg = compose_cfg("prm=qwen_math_prm", f"prm.model={qwen[0]}", "prm.device=cpu").prm
+    return lambda **kw: instantiate(cfg, **kw)
+
+
+def card_scores(qwen, text):
+    """The card's ``make_step_rewards``: 2-class logits at every ``<extra_0>``, softmax, class 1."""
+    _, tok, backbone, head = qwen
+    ids = torch.tensor([tok.encode(text)])
+    with torch.no_grad():
+        hidden = backbone(ids).last_hidden_state[0]
+    h = torch.relu(hidden @ head["score.0.weight"].T + head["score.0.bias"])
+    logits = h @ head["score.2.weight"].T + head["score.2.bias"]
+    sep = ids[0] == tok.encode("<extra_0>")[0]
+    return logits[sep].softmax(-1)[:, 1].tolist(), logits, sep
+
+
+def test_scores_equal_the_card_computation(qwen, make, problem):
+    _, nodes = path_nodes()
+    expected, logits, sep = card_scores(qwen, FULL)
+    side, _, _ = card_scores(qwen, SIDE)
+    assert len(expected) == 3 and spread(expected) > 0.05
+    prm = make()
+    assert prm.render(problem, nodes[2]) == FULL
+    got = prm.score([(problem, n) for n in nodes])
+    assert got == pytest.approx([*expected, side[-1]], abs=1e-5)
+    last = int(sep.nonzero()[-1])
+    assert abs(float(logits[last - 1].softmax(-1)[1]) - got[2]) > 1e-3  # position off by one
+    assert abs((1 - expected[2]) - got[2]) > 1e-3  # class 0 instead of class 1
+
+
+def test_batching_and_padding_do_not_change_scores(make, problem):
+    _, nodes = path_nodes()
+    check_batching(make(), problem, nodes)
+
+
+def test_missing_head_weights_fail(qwen, tmp_path, make, problem):
+    from safetensors.torch import load_file
+
+    weights = {
+        k: v for k, v in load_file(str(qwen[0] / "model.safetensors")).items() if not k.startswith("score.")
+    }
+    save_file(weights, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (qwen[0] / name).exists():
+            (tmp_path / name).write_bytes((qwen[0] / name).read_bytes())
+    _, nodes = path_nodes()
+    with pytest.raises((ValueError, ModelUnavailable), match="score"):
+        make(model=str(tmp_path)).score([(problem, nodes[0])])
