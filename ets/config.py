@@ -258,26 +258,6 @@ class LogprobPRMConf(Component):
     pass
 
 
-@dataclass
-class HFPolicyConf(PolicyConf):
-    """A transformers policy (``ets.policies.hf.HFPolicy``); the model-specific keys
-    (model, dtype, prompt and chat settings, step_delimiter, answer_markers) are the
-    ones the vLLM policy reads too."""
-
-    model: str = "smollm2"
-    revision: str | None = None
-    trust_remote_code: bool = False
-    dtype: ModelDtype = ModelDtype.float32
-    prompt_template: str = "{question}"
-    use_chat_template: bool = False
-    system_prompt: str | None = None
-    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
-    temperature: float = _num(1.0, ge=0)
-    top_p: float = _num(1.0, gt=0)
-    device: str = "cpu"
-    batch_size: int = _num(32, ge=1)
-
-
 class RewardActivation(str, Enum):  # noqa: UP042
     softmax = "softmax"
     sigmoid = "sigmoid"
@@ -304,8 +284,21 @@ class PromptedPolicyConf(PolicyConf):
     system_prompt: str | None = None
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     response_prefix: str = ""
-    temperature: float = _num(0.8, ge=0)
+    temperature: float = _num(1.0, ge=0)
     top_p: float = _num(1.0, gt=0)
+
+
+@dataclass
+class HFPolicyConf(PromptedPolicyConf):
+    """The transformers policy (``ets.policies.hf.HFPolicy``). Its presets switch engine
+    with ``policy._target_=ets.policies.vllm.VLLMPolicy`` (that class accepts and ignores
+    ``device`` and ``batch_size``)."""
+
+    model: str = "smollm2"
+    dtype: ModelDtype = ModelDtype.float32
+    temperature: float = _num(1.0, ge=0)
+    device: str = "cpu"
+    batch_size: int = _num(32, ge=1)
 
 
 @dataclass

@@ -141,11 +141,18 @@ class Search:
         for state in live:
             self._select(state, new[id(state)])
 
+    def _extract(self, text: str) -> str | None:
+        # A step tag used as delimiter ("ки") must not stick to the answer ("18 ки").
+        delim = getattr(self.policy, "step_delimiter", "")
+        if delim and delim.strip():
+            text = text.replace(delim, "\n")
+        return extract_answer(text, self.markers)
+
     def _classify(self, tree: Tree, child: Node, finish_reason: str) -> None:
         parent_text = child.parent.text if child.parent is not None and child.depth > 1 else ""
-        answer = extract_answer(parent_text + child.text, self.markers)
+        answer = self._extract(parent_text + child.text)
         if answer is None and finish_reason == "eos":
-            answer = extract_answer(tree.context(child)[0][len(tree.root.text):], self.markers)
+            answer = self._extract(tree.context(child)[0][len(tree.root.text):])
         if answer is not None:
             child.finished, child.finish_reason, child.answer = True, "answer", answer
         elif finish_reason == "eos":

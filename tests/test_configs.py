@@ -15,6 +15,7 @@ EXTRA = {
     ("dataset", "jsonl"): ["dataset.path=" + str(SHARED_DATA / "math500.jsonl")],
 }
 NEEDS_HUB_OR_GPU = set()  # filled in by later components (e.g. hub-only PRMs)
+NEEDS_HUB_OR_GPU |= {("policy", p) for p in ("llemma_34b", "mistral_7b_sft", "llama32_1b", "qwen25_math_1p5b")}
 
 
 def _options(group):
