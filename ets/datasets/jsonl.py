@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 from ets.answers import extract_answer
+from ets.datasets import select
 from ets.types import Problem
 
 
@@ -92,10 +93,7 @@ class JsonlDataset:
             problems.append(Problem(pid, str(question), gold, {"row": i}))
         if self.shuffle_seed is not None:
             random.Random(self.shuffle_seed).shuffle(problems)
-        if self.shard:
-            index, count = (int(x) for x in self.shard.split("/"))
-            if not 0 <= index < count:
-                raise DatasetError(f"dataset.shard={self.shard}: need 0 <= i < n")
-            problems = problems[index::count]
-        end = None if self.limit is None else self.offset + self.limit
-        return problems[self.offset:end]
+        try:
+            return list(select(problems, self.shard, self.offset, self.limit))
+        except ValueError as exc:
+            raise DatasetError(str(exc)) from exc

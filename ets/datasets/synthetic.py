@@ -6,6 +6,7 @@ import math
 import random
 from typing import Any
 
+from ets.datasets import select
 from ets.synthetic import world as W
 from ets.synthetic.moves import N_VALUES, PLAN_MOVES, VALUE_MIN
 from ets.types import Problem
@@ -38,14 +39,8 @@ class SyntheticDataset:
         self.grader = grader
 
     def load(self) -> list[Problem]:
-        indices = range(self.n)
-        if self.shard:
-            index, count = (int(x) for x in self.shard.split("/"))
-            if not 0 <= index < count:
-                raise ValueError(f"dataset.shard={self.shard}: need 0 <= i < n")
-            indices = indices[index::count]
-        end = None if self.limit is None else self.offset + self.limit
-        return [make_problem(self.seed, i) for i in indices[self.offset : end]]
+        indices = select(range(self.n), self.shard, self.offset, self.limit)
+        return [make_problem(self.seed, i) for i in indices]
 
 
 def make_problem(seed: int, i: int) -> Problem:

@@ -1,0 +1,56 @@
+import json
+
+import pytest
+
+from ets.datasets import select
+from ets.datasets.jsonl import DatasetError, JsonlDataset
+from ets.datasets.synthetic import SyntheticDataset
+from tests.conftest import SHARED_DATA
+
+
+def test_shards_partition_the_items():
+    items = list(range(23))
+    shards = [list(select(items, f"{i}/4", 0, None)) for i in range(4)]
+    assert sorted(x for s in shards for x in s) == items
+    assert list(select(items, "1/4", 1, 2)) == [5, 9]
+    with pytest.raises(ValueError, match="0 <= i < n"):
+        select(items, "4/4", 0, None)
+    with pytest.raises(ValueError, match="expected 'i/n'"):
+        select(items, "half", 0, None)
+
+
+def test_gsm8k_gold_is_the_number_after_hashes():
+    ds = JsonlDataset(path=str(SHARED_DATA / "gsm8k_test.jsonl"), question_field="question",
+                      answer_format="gsm8k", limit=2)
+    probs = ds.load()
+    assert [p.gold for p in probs] == ["18", "3"]
+    assert probs[0].question.startswith("Janet")
+
+
+def test_math500_ids_and_answers():
+    ds = JsonlDataset(path=str(SHARED_DATA / "math500.jsonl"), id_field="unique_id", limit=1)
+    (p,) = ds.load()
+    assert p.id == "test/precalculus/807.json"
+    assert p.gold == "\\left( 3, \\frac{\\pi}{2} \\right)"
+
+
+def test_malformed_rows_are_counted_not_fatal(tmp_path):
+    path = tmp_path / "d.jsonl"
+    rows = [{"problem": "1+1?", "answer": "2"}, {"problem": "", "answer": "3"}, {"problem": "x?"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = JsonlDataset(path=str(path))
+    assert [p.gold for p in ds.load()] == ["2"] and ds.skipped == 2
+
+
+def test_missing_file_and_offline_hub_say_what_to_do(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        JsonlDataset(path=str(tmp_path / "nope.jsonl")).load()
+    with pytest.raises(DatasetError, match="dataset.path="):
+        JsonlDataset(hub_id="HuggingFaceH4/MATH-500").load()
+
+
+def test_synthetic_problem_i_does_not_depend_on_the_slice():
+    full = SyntheticDataset(n=30).load()
+    part = SyntheticDataset(n=30, shard="2/3", offset=1, limit=3).load()
+    assert [p.id for p in part] == [full[i].id for i in (5, 8, 11)]
+    assert [p.gold for p in part] == [full[i].gold for i in (5, 8, 11)]
