@@ -24,12 +24,12 @@ def _num(default: Any, **bounds: float) -> Any:
     return field(default=default, metadata=bounds)
 
 
-class NodeCost(str, Enum):
+class NodeCost(str, Enum):  # noqa: UP042 - OmegaConf needs a plain Enum
     uniform = "uniform"
     tokens = "tokens"
 
 
-class BeamVariant(str, Enum):
+class BeamVariant(str, Enum):  # noqa: UP042
     search_and_learn = "search_and_learn"
     ets_reference = "ets_reference"
 
@@ -40,7 +40,7 @@ class WandbMode(str, Enum):  # noqa: UP042 (same style as the other enums)
     disabled = "disabled"
 
 
-class Aggregation(str, Enum):
+class Aggregation(str, Enum):  # noqa: UP042
     last = "last"
     min = "min"
     prod = "prod"

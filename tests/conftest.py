@@ -38,7 +38,7 @@ def random_tree(rng: random.Random, depth: int = 3, max_children: int = 3,
     """A random tree whose deepest level are the candidates (scored, with texts)."""
     tree = Tree("prompt", tuple(range(rng.randint(1, 5))))
     level = [tree.root]
-    for d in range(depth):
+    for _ in range(depth):
         nxt = []
         for parent in level:
             for _ in range(rng.randint(1, max_children)):

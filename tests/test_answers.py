@@ -71,5 +71,4 @@ def test_votes_hand_computed():
 
 
 def test_vote_with_no_answers():
-    tree = Tree("p", (0,))
     assert vote([], "1", NumericGrader())["weighted_majority"] == {"answer": None, "correct": False}
