@@ -107,3 +107,37 @@ def test_ets_holds_less_kv_than_rebase_same_seed(compose_cfg):
         results[sel] = {k: sum(r["kv"][k]["mean"] for r in rows) / len(rows) for k in ("paper", "radix")}
     assert results["ets"]["paper"] < results["rebase"]["paper"]
     assert results["ets"]["radix"] < results["rebase"]["radix"]
+
+
+def _rows(compose_cfg, *overrides):
+    cfg = compose_cfg("+experiment=synthetic", "dataset.limit=8", "search.width=8", *overrides)
+    search, dataset = build_search(cfg)
+    rows = []
+    search.run(dataset.load(), rows.append)
+    return rows
+
+
+def test_best_of_n_with_full_expander_is_one_step_per_trajectory(compose_cfg):
+    rows = _rows(compose_cfg, "selector=best_of_n", "expander=full")
+    for r in rows:
+        steps = r["tree"][1:]
+        assert len(steps) == 8 and all(n["depth"] == 1 and n["finished"] for n in steps)
+        assert r["depths"] == 1
+
+
+def test_ffs_stops_once_the_first_trajectory_finishes(compose_cfg):
+    rows = _rows(compose_cfg, "selector=ffs", "expander=fixed_tokens", "expander.tokens=32")
+    for r in rows:
+        finished = [n for n in r["tree"] if n["finished"]]
+        with_answer = [n for n in finished if n["answer"] is not None]
+        deepest = max(n["depth"] for n in r["tree"])
+        # nothing is expanded after the depth where the first answer appeared
+        if with_answer:
+            assert deepest == min(n["depth"] for n in with_answer)
+        assert all(n["tokens"] <= 32 for n in r["tree"][1:])
+
+
+def test_beam_and_dvts_finish_at_most_width_trajectories(compose_cfg):
+    for sel in ("beam", "beam_ets", "dvts"):
+        for r in _rows(compose_cfg, f"selector={sel}"):
+            assert sum(n["finished"] for n in r["tree"]) <= (8 if sel != "beam_ets" else 16)
