@@ -29,6 +29,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ets import datasets
 from ets.budget import read_records
 from ets.rerun import strip_timing
 from ets.results import environment, summarize, write_json
@@ -54,20 +55,15 @@ class ShardRun:
 
 
 def parse_shard(value: Any) -> tuple[int, int] | None:
-    """``"i/n"`` → ``(i, n)``; None stays None.
+    """``"i/n"`` → ``(i, n)``; None stays None (see :func:`ets.datasets.parse_shard`).
 
     Raises:
         MergeError: on anything else, or unless ``0 <= i < n``.
     """
-    if value is None:
-        return None
     try:
-        i, n = (int(x) for x in str(value).split("/"))
+        return datasets.parse_shard(value)
     except ValueError as exc:
-        raise MergeError(f"dataset.shard={value!r}: expected 'i/n'") from exc
-    if not 0 <= i < n:
-        raise MergeError(f"dataset.shard={value}: need 0 <= i < n")
-    return i, n
+        raise MergeError(str(exc)) from exc
 
 
 def find_run_dirs(root: Path, exclude: Path | None = None) -> list[Path]:
