@@ -35,7 +35,8 @@ VARIANTS: dict[str, list[str]] = {
 DEFAULT = ("ets", "ets@0.3", "rebase", "beam", "dvts")
 
 
-def run_one(variant: str, width: int, problems: int, seed: int, embedder=None) -> dict:
+def run_one(variant: str, width: int, problems: int, seed: int, embedder=None) -> tuple[dict, object]:
+    """One search; returns its summary and the embedder it used (reused by later runs)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[
             "+experiment=synthetic", *VARIANTS[variant], f"search.width={width}",
@@ -48,9 +49,8 @@ def run_one(variant: str, width: int, problems: int, seed: int, embedder=None) -
     start = time.perf_counter()
     search.run(dataset.load(), rows.append)
     summary = summarize(rows, wall_time_s=time.perf_counter() - start)
-    summary["embedder"] = getattr(search.selector, "embedder", None)
     summary["selector_stats"] = getattr(search.selector, "stats", {})
-    return summary
+    return summary, getattr(search.selector, "embedder", None)
 
 
 def main() -> None:
@@ -69,8 +69,8 @@ def main() -> None:
     for width in args.widths:
         results = {}
         for sel in args.variants:
-            results[sel] = run_one(sel, width, args.problems, args.seed, embedder)
-            embedder = results[sel].pop("embedder") or embedder
+            results[sel], used = run_one(sel, width, args.problems, args.seed, embedder)
+            embedder = used or embedder
         base = results.get("rebase")
         for sel, s in results.items():
             kv = s["kv"]

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
-
-# Idle OpenMP threads spin by default; on a busy 2-core machine that made CPU runs 5-12x
-# slower. Must be set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra
 from hydra.core.hydra_config import HydraConfig

@@ -59,8 +59,13 @@ def extract_answer(text: str, markers: Sequence[str]) -> str | None:
     return None
 
 
+AGGREGATIONS = ("last", "min", "prod", "mean")
+
+
 def aggregate(scores: Sequence[float], how: str) -> float:
     """Aggregate the step scores of a path: ``last``, ``min``, ``prod`` or ``mean``."""
+    if how not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {how!r}; allowed: {', '.join(AGGREGATIONS)}")
     if not scores:
         return 0.0
     if how == "last":
@@ -69,9 +74,7 @@ def aggregate(scores: Sequence[float], how: str) -> float:
         return min(scores)
     if how == "prod":
         return math.prod(scores)
-    if how == "mean":
-        return sum(scores) / len(scores)
-    raise ValueError(f"unknown aggregation {how!r}; allowed: last, min, prod, mean")
+    return sum(scores) / len(scores)
 
 
 def group_answers(answers: Sequence[str], grader: Grader) -> list[int]:

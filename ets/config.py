@@ -264,13 +264,6 @@ class RewardActivation(str, Enum):  # noqa: UP042
     none = "none"
 
 
-class StepReduce(str, Enum):  # noqa: UP042
-    last = "last"
-    min = "min"
-    mean = "mean"
-    prod = "prod"
-
-
 @dataclass
 class PromptedPolicyConf(PolicyConf):
     """Keys shared by the engine-backed policies (``ets.policies.vllm`` / ``openai``)."""
@@ -296,7 +289,6 @@ class HFPolicyConf(PromptedPolicyConf):
 
     model: str = "smollm2"
     dtype: ModelDtype = ModelDtype.float32
-    temperature: float = _num(1.0, ge=0)
     device: str = "cpu"
     batch_size: int = _num(32, ge=1)
 
@@ -360,7 +352,7 @@ class VLLMRewardPRMConf(Component):
     score_token: str | None = None
     label_index: int = _num(1, ge=0)
     activation: RewardActivation = RewardActivation.softmax
-    step_score: StepReduce = StepReduce.last
+    step_score: Aggregation = Aggregation.last
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict
@@ -61,11 +62,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     tracker = _build(cfg, "tracker")
     problems = dataset.load()
     results = ResultsFile(run_dir / "problems.jsonl")
-    done = {r["id"] for r in results.load()}
+    records = results.load()  # the file is read once; new records are kept as they are written
+    done = {r["id"] for r in records}
+    ids = {p.id for p in problems}
     todo = [p for p in problems if p.id not in done]
     if done:
-        log.info("resuming: %d of %d problems already done", len(done & {p.id for p in problems}),
-                 len(problems))
+        log.info("resuming: %d of %d problems already done", len(done & ids), len(problems))
     previous = _previous_summary(run_dir)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     write_json(run_dir / "run.json", {**environment(ROOT), "seed": cfg.search.seed,
@@ -77,6 +79,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         with _progress(len(problems), len(problems) - len(todo)) as bar:
             def on_result(rec: dict[str, Any]) -> None:
                 results.append(rec)
+                records.append(rec)
                 tracker.log_problem(rec)
                 bar.update()
 
@@ -85,9 +88,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 bar.set_postfix(depth=metrics["depth_iteration"], refresh=False)
 
             counters = search.run(todo, on_result, on_depth)
-        ids = {p.id for p in problems}
         summary = summarize(
-            [r for r in results.load() if r["id"] in ids],
+            [r for r in records if r["id"] in ids],
             wall_time_s=previous.get("wall_time_s", 0.0) + time.perf_counter() - start,
             policy_calls=previous.get("policy_calls", 0) + counters.policy_calls,
             prm_calls=previous.get("prm_calls", 0) + counters.prm_calls,
@@ -115,8 +117,6 @@ def engine_kv(series: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _previous_summary(run_dir: Path) -> dict[str, Any]:
-    import json
-
     path = run_dir / "summary.json"
     return json.loads(path.read_text()) if path.exists() else {}
 

@@ -17,7 +17,6 @@ CONF = ROOT / "conf"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 register_configs()
 
@@ -49,3 +48,28 @@ def random_tree(rng: random.Random, depth: int = 3, max_children: int = 3,
     if n_candidates is not None:
         level = level[:n_candidates]
     return tree, level
+
+
+def crash_policy_at(monkeypatch, call: int, exc: BaseException):
+    """Make the policy of the next ``ets.run.run`` raise ``exc`` at its ``call``-th
+    ``generate`` (a kill mid-run); returns the real ``build_search`` to restore it."""
+    import ets.run as ets_run
+
+    real_build = ets_run.build_search
+    calls = {"n": 0}
+
+    def crashing_build(cfg):
+        search, dataset = real_build(cfg)
+        generate = search.policy.generate
+
+        def gen(requests):
+            calls["n"] += 1
+            if calls["n"] == call:
+                raise exc
+            return generate(requests)
+
+        search.policy.generate = gen
+        return search, dataset
+
+    monkeypatch.setattr(ets_run, "build_search", crashing_build)
+    return real_build

@@ -9,7 +9,7 @@ import pytest
 
 from ets.results import ResultsFile
 from ets.run import build_search, run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, crash_policy_at
 
 TINY = ["+experiment=synthetic", "dataset.limit=6", "search.width=8", "search.concurrency=4"]
 
@@ -61,24 +61,7 @@ def test_interrupted_run_resumes_without_duplicates(compose_cfg, tmp_path, monke
     cfg = compose_cfg(*TINY, "search.concurrency=2", "selector=rebase")
     full = run(cfg, tmp_path / "uninterrupted")
 
-    import ets.run as ets_run
-    real_build = ets_run.build_search
-    calls = {"n": 0}
-
-    def crashing_build(c):
-        search, dataset = real_build(c)
-        generate = search.policy.generate
-
-        def gen(requests):
-            calls["n"] += 1
-            if calls["n"] == 12:
-                raise Crash("killed mid-run")
-            return generate(requests)
-
-        search.policy.generate = gen
-        return search, dataset
-
-    monkeypatch.setattr(ets_run, "build_search", crashing_build)
+    real_build = crash_policy_at(monkeypatch, 12, Crash("killed mid-run"))
     out = tmp_path / "resumed"
     with pytest.raises(Crash):
         run(cfg, out)
@@ -86,6 +69,8 @@ def test_interrupted_run_resumes_without_duplicates(compose_cfg, tmp_path, monke
     assert 0 < len(partial) < 6
     with open(out / "problems.jsonl", "ab") as fh:  # a line torn by the kill
         fh.write(b'{"id": "syn-9')
+    import ets.run as ets_run
+
     monkeypatch.setattr(ets_run, "build_search", real_build)
     resumed = run(cfg, out)
     rows = ResultsFile(out / "problems.jsonl").load()

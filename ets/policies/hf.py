@@ -22,28 +22,21 @@ token; on CPU float32 we have not seen it happen. ``temperature: 0`` is greedy.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# libgomp makes idle OpenMP threads spin; on a shared CPU a descheduled thread then stalls
-# every small op (measured: 2 threads 5-12x slower than 1 with other processes busy on 2
-# cores). Sleeping waits avoid that. Only effective if torch is not imported yet (true
-# for `python -m ets`); a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
-from transformers import (  # noqa: E402
+import torch  # OMP_WAIT_POLICY is set in ets/__init__.py, before any torch import
+from transformers import (
     LogitsProcessor,
     LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
 )
 
-from ets.models import ModelUnavailable, resolve_model  # noqa: E402
-from ets.policies.formatting import PromptFormatter  # noqa: E402
-from ets.types import Generation, GenRequest, Problem, Prompt  # noqa: E402
+from ets.models import ModelUnavailable, resolve_model
+from ets.policies.formatting import PromptFormatter
+from ets.types import Generation, GenRequest, Problem, Prompt
 
 log = logging.getLogger("ets.policies.hf")
 _PREFIX_TOKENS = 4  # context tokens decoded with each output so leading spaces survive

@@ -138,6 +138,30 @@ def get_engine(model: str, options: dict[str, Any], env: dict[str, str | None] |
     return engine
 
 
+def engine_env(cpu_kv_space_gb: float | None, in_process: bool | None) -> dict[str, str | None]:
+    """The environment an engine is started under (None = leave the variable alone)."""
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": None if cpu_kv_space_gb is None else str(max(1, round(cpu_kv_space_gb))),
+        "VLLM_ENABLE_V1_MULTIPROCESSING": None if in_process is None else str(int(not in_process)),
+    }
+
+
+def open_engine(model: str, revision: str | None, options: dict[str, Any],
+                env: dict[str, str | None], shared: bool, key: str) -> Engine:
+    """Resolve ``model`` (and ``options["tokenizer"]``) to local folders, then :func:`get_engine`.
+
+    Args:
+        key: The config key named in errors (``policy`` or ``prm``).
+    """
+    from ets.models import resolve_model
+
+    path = resolve_model(model, revision, key=f"{key}.model")
+    options = {k: v for k, v in options.items() if v is not None}
+    if options.get("tokenizer"):
+        options["tokenizer"] = resolve_model(options["tokenizer"], key=f"{key}.tokenizer")
+    return get_engine(path, options, env, shared=shared)
+
+
 def release_engines() -> None:
     """Shut down every shared engine of this process."""
     for engine in list(_ENGINES.values()):
@@ -196,8 +220,7 @@ class VLLMPolicy:
         batch_size: int | None = None,
     ) -> None:
         self.model, self.revision, self.max_model_len = model, revision, max_model_len
-        self.env = {"VLLM_CPU_KVCACHE_SPACE": None if cpu_kv_space_gb is None else str(max(1, round(cpu_kv_space_gb))),
-                    "VLLM_ENABLE_V1_MULTIPROCESSING": None if in_process is None else str(int(not in_process))}
+        self.env = engine_env(cpu_kv_space_gb, in_process)
         self.options = {
             "tokenizer": tokenizer, "revision": revision, "trust_remote_code": trust_remote_code,
             "dtype": str(getattr(dtype, "value", dtype)), "tensor_parallel_size": tensor_parallel_size,
@@ -220,13 +243,8 @@ class VLLMPolicy:
     def engine(self) -> Engine:
         """The engine, started (or attached to) on first use."""
         if self._engine is None:
-            from ets.models import resolve_model
-
-            path = resolve_model(self.model, self.revision, key="policy.model")
-            options = {k: v for k, v in self.options.items() if v is not None}
-            if options.get("tokenizer"):
-                options["tokenizer"] = resolve_model(options["tokenizer"], key="policy.tokenizer")
-            self._engine = get_engine(path, options, self.env, shared=self.share_engine)
+            self._engine = open_engine(self.model, self.revision, self.options, self.env,
+                                       self.share_engine, key="policy")
             self._base = self._engine.counters()
         return self._engine
 

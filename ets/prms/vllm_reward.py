@@ -16,16 +16,15 @@ picked here. A step's score is column ``label_index`` of its row after ``activat
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-from ets.policies.vllm import Engine, get_engine
+from ets.answers import AGGREGATIONS, aggregate
+from ets.policies.vllm import Engine, engine_env, open_engine
 from ets.tree import Node
 from ets.types import Problem
 
 ACTIVATIONS = ("softmax", "sigmoid", "none")
-REDUCTIONS = {"last": lambda s: s[-1], "min": min, "mean": lambda s: sum(s) / len(s), "prod": math.prod}
 
 
 def _name(value: Any) -> str:
@@ -64,16 +63,15 @@ class VLLMRewardPRM:
         activation: Any = "softmax", step_score: Any = "last",
     ) -> None:
         self.activation, self.step_score = _name(activation), _name(step_score)
-        if self.activation not in ACTIVATIONS or self.step_score not in REDUCTIONS:
+        if self.activation not in ACTIVATIONS or self.step_score not in AGGREGATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS} and step_score one of "
-                             f"{tuple(REDUCTIONS)}; got {self.activation!r}, {self.step_score!r}")
+                             f"{AGGREGATIONS}; got {self.activation!r}, {self.step_score!r}")
         self.model, self.revision, self.share_engine = model, revision, share_engine
         self.step_separator, self.step_join, self.strip_steps = step_separator, step_join, strip_steps
         self.score_token, self.label_index = score_token or step_separator, label_index
         self.use_chat_template, self.system_prompt, self.prompt_template = (
             use_chat_template, system_prompt, prompt_template)
-        self.env = {"VLLM_CPU_KVCACHE_SPACE": None if cpu_kv_space_gb is None else str(max(1, round(cpu_kv_space_gb))),
-                    "VLLM_ENABLE_V1_MULTIPROCESSING": None if in_process is None else str(int(not in_process))}
+        self.env = engine_env(cpu_kv_space_gb, in_process)
         self.options = {
             "runner": "pooling", "tokenizer": tokenizer, "revision": revision,
             "trust_remote_code": trust_remote_code, "dtype": _name(dtype),
@@ -87,13 +85,8 @@ class VLLMRewardPRM:
     def engine(self) -> Engine:
         """The pooling engine, started on first use."""
         if self._engine is None:
-            from ets.models import resolve_model
-
-            path = resolve_model(self.model, self.revision, key="prm.model")
-            options = {k: v for k, v in self.options.items() if v is not None}
-            if options.get("tokenizer"):
-                options["tokenizer"] = resolve_model(options["tokenizer"], key="prm.tokenizer")
-            engine = get_engine(path, options, self.env, shared=self.share_engine)
+            engine = open_engine(self.model, self.revision, self.options, self.env,
+                                 self.share_engine, key="prm")
             ids = engine.llm.get_tokenizer().encode(self.score_token, add_special_tokens=False)
             if len(ids) != 1:
                 raise ValueError(f"prm.score_token {self.score_token!r} is {len(ids)} tokens; it must be one")
@@ -149,4 +142,4 @@ class VLLMRewardPRM:
             rows = rows.softmax(-1)
         elif self.activation == "sigmoid":
             rows = rows.sigmoid()
-        return float(REDUCTIONS[self.step_score](rows[:, self.label_index].tolist()))
+        return float(aggregate(rows[:, self.label_index].tolist(), self.step_score))

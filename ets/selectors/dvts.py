@@ -22,27 +22,34 @@ class DVTSSelector:
     def __init__(self, beam_width: int = 4) -> None:
         self.beam_width = beam_width
 
-    def _subtree(self, node: Node, tree: Tree) -> int:
-        while node.depth > 1 and node.parent is not None:
-            node = node.parent
-        n_subtrees = max(1, len(tree.root.children) // self.beam_width)
-        return min(tree.root.children.index(node) // self.beam_width, n_subtrees - 1)
+    def _subtree_of(self, tree: Tree):
+        """A function node -> subtree index (root children ranked once, not per lookup)."""
+        rank = {child.id: i for i, child in enumerate(tree.root.children)}
+        last = max(1, len(rank) // self.beam_width) - 1
 
-    def _shares(self, tree: Tree) -> dict[int, int]:
+        def subtree(node: Node) -> int:
+            while node.depth > 1 and node.parent is not None:
+                node = node.parent
+            return min(rank[node.id] // self.beam_width, last)
+
+        return subtree
+
+    def _shares(self, tree: Tree, subtree) -> dict[int, int]:
         n = len(tree.root.children)
         n_sub = max(1, n // self.beam_width)
         shares = {s: self.beam_width for s in range(n_sub)}
         shares[n_sub - 1] = n - self.beam_width * (n_sub - 1)
         for node in tree.finished():
-            shares[self._subtree(node, tree)] -= 1
+            shares[subtree(node)] -= 1
         return shares
 
     def select(self, candidates: list[Node], width: int, tree: Tree) -> list[int]:
-        shares = self._shares(tree)
+        subtree = self._subtree_of(tree)
+        shares = self._shares(tree, subtree)
         best: dict[int, int] = {}
         groups: dict[int, list[int]] = defaultdict(list)
         for i, c in enumerate(candidates):
-            groups[self._subtree(c, tree)].append(i)
+            groups[subtree(c)].append(i)
         for sub, idx in groups.items():
             best[sub] = max(idx, key=lambda i: (candidates[i].score or 0.0, -i))
         counts = [0] * len(candidates)

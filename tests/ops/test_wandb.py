@@ -13,7 +13,7 @@ import pytest
 from ets.results import ResultsFile
 from ets.run import run
 from ets.trackers.wandb import default_group, resolve_mode, summary_metrics
-from tests.conftest import ROOT
+from tests.conftest import ROOT, crash_policy_at
 from tests.ops.wandb_log import offline_runs, read_offline_run
 
 KEY = "etsFAKEkey" + "0123456789abcdef" * 2 + "zz"
@@ -104,25 +104,7 @@ def test_crash_finishes_the_run_as_failed_and_defaults_to_offline(compose_cfg, t
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("WANDB_MODE")  # no key and no mode: offline by default, with a hint
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    import ets.run as ets_run
-
-    real_build = ets_run.build_search
-
-    def crashing_build(c):
-        search, dataset = real_build(c)
-        calls = {"n": 0}
-        generate = search.policy.generate
-
-        def gen(requests):
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise Crash("boom")
-            return generate(requests)
-
-        search.policy.generate = gen
-        return search, dataset
-
-    monkeypatch.setattr(ets_run, "build_search", crashing_build)
+    crash_policy_at(monkeypatch, 2, Crash("boom"))
     with pytest.raises(Crash):
         run(compose_cfg(*TINY, "tracker=wandb"), tmp_path / "run")
     (run_dir,) = offline_runs(tmp_path / "wandb")

@@ -94,6 +94,11 @@ def byte_level(
     return fast
 
 
+# The tiny architecture every PRM test model shares (random weights, spread-out logits).
+TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.5)
+
+
 def causal_lm(kind: str, vocab: int, out: Path, seed: int = 0) -> torch.nn.Module:
     """A random 2-layer Llama or Mistral with hidden size 32, saved to ``out``."""
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
@@ -102,21 +107,21 @@ def causal_lm(kind: str, vocab: int, out: Path, seed: int = 0) -> torch.nn.Modul
         "llama": (LlamaConfig, LlamaForCausalLM),
         "mistral": (MistralConfig, MistralForCausalLM),
     }[kind]
-    config = config_cls(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        initializer_range=0.5,
-        tie_word_embeddings=False,
-    )
+    config = config_cls(vocab_size=vocab, tie_word_embeddings=False, **TINY)
     torch.manual_seed(seed)
     model = model_cls(config).eval()
     model.save_pretrained(out)
     return model
+
+
+def saved_causal_lm(kind: str, tokenizer, out: Path, seed: int = 0):
+    """Save ``tokenizer`` and a tiny random ``kind`` model to ``out``; returns
+    ``(out, the tokenizer as reloaded from out, model)``."""
+    from transformers import AutoTokenizer
+
+    tokenizer.save_pretrained(out)
+    model = causal_lm(kind, len(tokenizer), out, seed=seed)
+    return out, AutoTokenizer.from_pretrained(out), model
 
 
 def path_nodes(steps: list[str] = STEPS) -> tuple[Tree, list[Node]]:

@@ -3,9 +3,8 @@
 import pytest
 import torch
 from hydra.utils import instantiate
-from transformers import AutoTokenizer
 
-from tests.prms.conftest import QUESTION, causal_lm, check_batching, path_nodes, spread
+from tests.prms.conftest import QUESTION, check_batching, path_nodes, saved_causal_lm, spread
 
 FULL = (
     f"# Question\n\n{QUESTION}\n\n# Solution\n\n"
@@ -16,11 +15,7 @@ SIDE = f"# Question\n\n{QUESTION}\n\n# Solution\n\nStep 1: 2 + 3 = 5\n\nStep 2: 
 
 @pytest.fixture(scope="module")
 def llemma(sp_tokenizer, tmp_path_factory):
-    out = tmp_path_factory.mktemp("llemma")
-    tok = sp_tokenizer[1]
-    tok.save_pretrained(out)
-    model = causal_lm("llama", len(tok), out, seed=1)
-    return out, AutoTokenizer.from_pretrained(out), model
+    return saved_causal_lm("llama", sp_tokenizer[1], tmp_path_factory.mktemp("llemma"), seed=1)
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@
 import pytest
 import torch
 from hydra.utils import instantiate
-from transformers import AutoTokenizer
 
-from tests.prms.conftest import QUESTION, causal_lm, check_batching, path_nodes, spread
+from tests.prms.conftest import QUESTION, check_batching, path_nodes, saved_causal_lm, spread
 
 # The model card's input for our three steps: f"{question} {output}", steps " ки"-tagged, "\n"-joined.
 FULL = f"{QUESTION} Step 1: 2 + 3 = 5 ки\nStep 2: 5 - 1 = 4 ки\nStep 3: The answer is 4 ки"
@@ -14,11 +13,7 @@ SIDE = f"{QUESTION} Step 1: 2 + 3 = 5 ки\nStep 2: 5 + 5 = 10 ки"
 
 @pytest.fixture(scope="module")
 def shepherd(sp_tokenizer, tmp_path_factory):
-    out = tmp_path_factory.mktemp("shepherd")
-    tok = sp_tokenizer[1]
-    tok.save_pretrained(out)
-    model = causal_lm("mistral", len(tok), out)
-    return out, AutoTokenizer.from_pretrained(out), model
+    return saved_causal_lm("mistral", sp_tokenizer[1], tmp_path_factory.mktemp("shepherd"))
 
 
 @pytest.fixture

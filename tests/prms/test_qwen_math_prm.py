@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
 
 from ets.models import ModelUnavailable
-from tests.prms.conftest import CHATML, QUESTION, byte_level, check_batching, path_nodes, spread
+from tests.prms.conftest import CHATML, QUESTION, TINY, byte_level, check_batching, path_nodes, spread
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 CHAT = (
@@ -29,16 +29,7 @@ SIDE = CHAT + "Step 1: 2 + 3 = 5<extra_0>Step 2: 5 + 5 = 10<extra_0><|im_end|>\n
 def qwen(tmp_path_factory):
     out = tmp_path_factory.mktemp("qwen_prm")
     tok = byte_level(out, ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"], CHATML)
-    config = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        initializer_range=0.5,
-    )
+    config = Qwen2Config(vocab_size=len(tok), **TINY)
     config.architectures = ["Qwen2ForProcessRewardModel"]
     torch.manual_seed(2)
     backbone = Qwen2Model(config).eval()
