@@ -86,6 +86,7 @@ _ETSBody = type(
             "time_limit_s": float,
             "num_workers": int,
             "objective_scale": int,
+            "presolve": bool,
             "embedder": Any,
         },
         "lambda": _num(1.0, ge=0),
@@ -97,6 +98,7 @@ _ETSBody = type(
         "time_limit_s": _num(1.0, gt=0),
         "num_workers": _num(1, ge=1),
         "objective_scale": _num(1_000_000, ge=1),
+        "presolve": True,
         "embedder": None,
     },
 )

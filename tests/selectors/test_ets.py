@@ -5,7 +5,7 @@ import pytest
 
 from ets.selectors.allocation import rebase_allocation
 from ets.selectors.ets import ETSSelector
-from ets.selectors.ets_ilp import brute_force, objective, solve_cpsat
+from ets.selectors.ets_ilp import ETSInstance, brute_force, objective, presolve, solve_cpsat
 from tests.conftest import random_tree
 
 
@@ -42,6 +42,69 @@ def test_cpsat_matches_brute_force(seed, node_cost, coverage):
     n_terms = len(inst.weights) + len(inst.branch_cost) + len(set(inst.clusters or []))
     assert abs(got.objective - best.objective) <= n_terms * 0.5e-6 + 1e-12
     assert objective(inst, got.keep) == pytest.approx(got.objective)
+
+
+def _random_instance(rng: random.Random) -> ETSInstance:
+    """A random program shaped to hit every presolve rule: chains (one-child branch
+    nodes), siblings in one cluster, ties, zero weights, singleton clusters, and
+    lambda_b of either sign (the lambda = 0 quirk makes it negative)."""
+    nb = rng.randint(1, 7)
+    branch_parent = [-1] + [rng.randrange(b) for b in range(1, nb)]
+    nx = rng.randint(1, 12)
+    cand_parent = [rng.randrange(nb) for _ in range(nx)]
+    raw = [rng.choice([0, 0, 1, 2, 2, 5]) for _ in range(nx)]
+    weights = [r / (sum(raw) or 1) for r in raw]
+    uniform = rng.random() < 0.5
+    cost = (lambda: 1.0 / (nx + nb)) if uniform else (lambda: rng.random() / (nx + nb))
+    clusters = None
+    if rng.random() < 0.7:
+        k = rng.randint(1, nx)
+        labels = [rng.randrange(k) for _ in range(nx)]
+        order = {c: i for i, c in enumerate(dict.fromkeys(labels))}
+        clusters = [order[c] for c in labels]
+    return ETSInstance(weights, cand_parent, branch_parent, [cost() for _ in range(nx)],
+                       [cost() for _ in range(nb)], rng.choice([-1e-4, 0.0, 0.5, 1.0, 3.0]),
+                       clusters, rng.choice([0.0, 0.2, 1.4, 5.0]))
+
+
+@pytest.mark.parametrize("seed", range(400))
+def test_presolve_and_cpsat_match_brute_force_on_random_programs(seed):
+    inst = _random_instance(random.Random(seed))
+    best = brute_force(inst).objective
+    for reduce in (True, False):
+        got = solve_cpsat(inst, reduce=reduce)
+        assert got.status == "OPTIMAL"
+        assert got.objective == pytest.approx(best, abs=1e-5)
+    # every candidate presolve fixes agrees with some optimum: fixing it in the brute
+    # force (here: the optimum among subsets consistent with the fixings) loses nothing
+    fixed = presolve(inst).fixed
+    consistent = [bits for bits in _subsets(len(inst.weights))
+                  if all(f is None or f == b for f, b in zip(fixed, bits))]
+    assert max(objective(inst, list(b)) for b in consistent) == pytest.approx(best, abs=1e-12)
+
+
+def _subsets(n):
+    import itertools
+
+    return [b for b in itertools.product([False, True], repeat=n) if any(b)]
+
+
+def test_presolve_rules_on_a_hand_built_program():
+    # root(0) -> a(1) -> b(2) -> {c0, c1, c2}; root -> c3. Uniform cost 1/7, lambda 1.
+    # c0: O = 0.75 -> gain 0.75 - 1/7 - (a + b) 2/7 >= 0: forced in (opens a, b).
+    # c1, c2 same parent and cluster 1, O = 0: c2 (higher index, equal gain) dominated
+    # by c1; c1 is then the last member of cluster 1, bonus 0.5/2 - 1/7 > 0: forced in.
+    # c3: O = 0.25, cluster 0 covered by c0 -> 0.25 - 1/7 >= 0: forced in.
+    u = 1 / 7
+    inst = ETSInstance([0.75, 0.0, 0.0, 0.25], [2, 2, 2, 0], [-1, 0, 1], [u] * 4, [u] * 3,
+                       1.0, [0, 1, 1, 0], 0.5)
+    red = presolve(inst)
+    assert red.fixed == [True, True, False, True]
+    assert red.values == [] and not red.at_least_one
+    sol = solve_cpsat(inst)
+    assert sol.keep == [True, True, False, True]  # c1 and c2 tie: brute force picks c2
+    assert sol.objective == pytest.approx(brute_force(inst).objective)
+    assert sol.objective == pytest.approx(1.0 + 2 * 0.5 / 2 - 6 * u)
 
 
 def test_hand_computed_instance():
