@@ -375,6 +375,7 @@ class SyntheticDatasetConf(DatasetConf):
 class JsonlDatasetConf(DatasetConf):
     path: str | None = None
     hub_id: str | None = None
+    hub_config: str | None = None
     split: str = "test"
     question_field: str = "problem"
     answer_field: str = "answer"

@@ -54,3 +54,43 @@ def test_synthetic_problem_i_does_not_depend_on_the_slice():
     part = SyntheticDataset(n=30, shard="2/3", offset=1, limit=3).load()
     assert [p.id for p in part] == [full[i].id for i in (5, 8, 11)]
     assert [p.gold for p in part] == [full[i].gold for i in (5, 8, 11)]
+
+
+def test_hub_config_selects_the_subset(tmp_path):
+    # A dataset repository laid out as on the hub (README metadata declaring two
+    # configs, as openai/gsm8k has main and socratic), loaded by `datasets` from disk.
+    rows = [json.loads(line) for line in
+            (SHARED_DATA / "gsm8k_test.jsonl").read_text().splitlines()[:3]]
+    for config, mark in (("main", ""), ("socratic", "Socratic: ")):
+        (tmp_path / config).mkdir()
+        (tmp_path / config / "test.jsonl").write_text("".join(
+            json.dumps({"question": mark + r["question"], "answer": r["answer"]}) + "\n"
+            for r in rows))
+    (tmp_path / "README.md").write_text(
+        "---\nconfigs:\n"
+        "- config_name: main\n  data_files:\n  - split: test\n    path: main/test.jsonl\n"
+        "- config_name: socratic\n  data_files:\n  - split: test\n    path: socratic/test.jsonl\n"
+        "---\n")
+
+    def load(config):
+        return JsonlDataset(hub_id=str(tmp_path), hub_config=config, split="test",
+                            question_field="question", answer_format="gsm8k").load()
+
+    main, socratic = load("main"), load("socratic")
+    assert [p.question for p in main] == [r["question"] for r in rows]
+    assert all(p.question.startswith("Socratic: ") for p in socratic)
+    assert [p.gold for p in main] == ["18", "3", "70000"]
+    with pytest.raises(DatasetError, match="nope"):
+        load("nope")
+
+
+def test_gsm8k_preset_names_the_main_config():
+    from hydra import compose, initialize_config_dir
+
+    from ets.config import register_configs
+    from tests.conftest import ROOT
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["dataset=gsm8k"])
+    assert (cfg.dataset.hub_id, cfg.dataset.hub_config, cfg.dataset.split) == ("openai/gsm8k", "main", "test")

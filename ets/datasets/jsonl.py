@@ -33,6 +33,7 @@ class JsonlDataset:
             ``pkg://ets/data/demo.jsonl`` names a file shipped inside a package.
         hub_id: Hub dataset used when ``path`` is not given (needs the ``datasets``
             package and network access).
+        hub_config: Hub configuration (subset) name, e.g. ``main`` for ``openai/gsm8k``.
         split: Hub split.
         question_field, answer_field, id_field: Field mapping.
         answer_format: ``plain`` (the field is the answer) or ``gsm8k`` (the number after
@@ -50,9 +51,9 @@ class JsonlDataset:
         question_field: str = "problem", answer_field: str = "answer",
         id_field: str | None = None, answer_format: str = "plain",
         limit: int | None = None, offset: int = 0, shard: str | None = None, grader=None,
-        shuffle_seed: int | None = None,
+        shuffle_seed: int | None = None, hub_config: str | None = None,
     ) -> None:
-        self.path, self.hub_id, self.split = path, hub_id, split
+        self.path, self.hub_id, self.hub_config, self.split = path, hub_id, hub_config, split
         self.question_field, self.answer_field, self.id_field = question_field, answer_field, id_field
         self.answer_format, self.limit, self.offset, self.shard = answer_format, limit, offset, shard
         self.grader, self.shuffle_seed = grader, shuffle_seed
@@ -65,13 +66,17 @@ class JsonlDataset:
                 raise DatasetError(f"dataset.path={self.path} does not exist (cwd: {Path.cwd()})")
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             return path.stem, rows
+        if not self.hub_id:
+            raise DatasetError("The dataset has neither dataset.path nor dataset.hub_id: set one.")
+        name = self.hub_id + (f" ({self.hub_config})" if self.hub_config else "")
         try:
             import datasets
-            rows = list(datasets.load_dataset(self.hub_id, split=self.split))
+            rows = list(datasets.load_dataset(self.hub_id, self.hub_config, split=self.split))
         except Exception as exc:
             raise DatasetError(
-                f"Could not load {self.hub_id!r} from the hub ({type(exc).__name__}: {exc}). "
-                "Offline? Pass a local file: dataset.path=../shared/data/<file>.jsonl"
+                f"Could not load {name!r}, split {self.split!r}, from the hub "
+                f"({type(exc).__name__}: {exc}). Offline? Pass a local file: "
+                "dataset.path=../shared/data/<file>.jsonl"
             ) from exc
         return str(self.hub_id).split("/")[-1], rows
 
