@@ -12,6 +12,7 @@ cache is reset between them.
 
     python bench/engine.py                          # 10 problems, width 8, seed 0
     python bench/engine.py --problems 20 --width 16 --max-tokens 512
+    python bench/engine.py --selectors ets --override selector.embedder.num_threads=2
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def compose_cfg(args: argparse.Namespace, selector: str):
             f"dataset.path={args.data}", f"dataset.limit={args.problems}", f"search.width={args.width}",
             f"search.seed={args.seed}", f"search.max_tokens={args.max_tokens}",
             f"search.max_step_tokens={args.max_step_tokens}", f"search.concurrency={args.problems}",
+            *(o for o in args.override if selector == "ets" or not o.startswith("selector.")),
         ])
 
 
@@ -92,6 +94,7 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None) -> tuple[dic
         "radix_kv_problem": summary["kv"]["radix"]["mean"], "engine_kv": engine["mean"],
         "engine_kv_peak": engine["peak"], "outside": (wall - in_engine) / wall,
         "selector": (parts["prepare"] + parts["select"]) / wall, "prm": parts["score"] / wall,
+        "embed": parts["prepare"] / wall,
         "calls": search.counters.policy_calls,
     }, embedder
 
@@ -99,10 +102,11 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None) -> tuple[dic
 def table(rows: list[dict]) -> str:
     head = ("| method | acc (wmaj) | tokens | wall s | gen tok/s | prefix hit rate | radix KV / problem "
             "| radix KV, all in flight | engine KV mean | engine KV peak | depth calls | outside engine "
-            "| of which selector | of which PRM |\n" + "|---" * 14 + "|")
+            "| of which selector (embedding) | of which PRM |\n" + "|---" * 14 + "|")
     lines = [f"| {r['method']} | {r['accuracy']:.2f} | {r['tokens']} | {r['wall_s']:.1f} | {r['tok_s']:.1f} "
              f"| {r['hit_rate']:.3f} | {r['radix_kv_problem']:.0f} | {r['radix_kv']:.0f} | {r['engine_kv']:.0f} "
-             f"| {r['engine_kv_peak']:.0f} | {r['calls']} | {100 * r['outside']:.2f}% | {100 * r['selector']:.2f}% "
+             f"| {r['engine_kv_peak']:.0f} | {r['calls']} | {100 * r['outside']:.2f}% "
+             f"| {100 * r['selector']:.2f}% ({100 * r['embed']:.2f}%) "
              f"| {100 * r['prm']:.2f}% |" for r in rows]
     return "\n".join([head, *lines])
 
@@ -115,6 +119,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=384)
     parser.add_argument("--max-step-tokens", type=int, default=128)
     parser.add_argument("--selectors", nargs="+", default=list(SELECTORS))
+    parser.add_argument("--override", nargs="*", default=[],
+                        help="extra Hydra overrides (selector.* ones apply to ETS only), "
+                             "e.g. selector.embedder.num_threads=2")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "gsm8k_test.jsonl"))
     args = parser.parse_args()
     register_configs()
