@@ -39,7 +39,7 @@ def compose_cfg(args: argparse.Namespace, selector: str):
             f"dataset.path={args.data}", f"dataset.limit={args.problems}", f"search.width={args.width}",
             f"search.seed={args.seed}", f"search.max_tokens={args.max_tokens}",
             f"search.max_step_tokens={args.max_step_tokens}", f"search.concurrency={args.problems}",
-            *(o for o in args.override if selector == "ets" or not o.startswith("selector.")),
+            *(o for o in args.override if selector == "ets" or not o.lstrip("+~").startswith("selector.")),
         ])
 
 

@@ -29,14 +29,19 @@ class SentenceEmbedder:
             The paper used ``math-similarity/Bert-MLM_arXiv-MP-class_zbMath``.
         device: Torch device.
         batch_size: Encoding batch size.
-        num_threads: Torch CPU threads while encoding (restored afterwards). The batches
-            are a few short texts, where one thread is fastest and several threads
-            oversubscribe a loaded machine (measured 0.05 s vs 0.7 s per call); None
-            keeps torch's setting.
+        num_threads: Torch CPU threads while encoding (restored afterwards). ``None``
+            (default): one thread for fewer than ``SMALL_BATCH`` new texts, where one
+            is fastest and more oversubscribe a busy machine (measured 0.05 s vs 0.7 s
+            per call), torch's default (all cores) for larger batches, such as a
+            depth of a vLLM search, where the engine is idle while ETS embeds
+            (bench/engine.py: embedding share 5.1% of wall time with 1 thread, 3.5%
+            with 2 on 2 cores).
     """
 
+    SMALL_BATCH = 16
+
     def __init__(self, model: str | None = None, device: str = "cpu", batch_size: int = 64,
-                 num_threads: int | None = 1) -> None:
+                 num_threads: int | None = None) -> None:
         self.model_name = model or default_model_path()
         self.device = device
         self.batch_size = batch_size
@@ -67,8 +72,9 @@ class SentenceEmbedder:
             import torch
 
             threads = torch.get_num_threads()
-            if self.num_threads and self.device == "cpu":
-                torch.set_num_threads(self.num_threads)
+            want = self.num_threads or (1 if len(missing) < self.SMALL_BATCH else threads)
+            if self.device == "cpu":
+                torch.set_num_threads(want)
             try:
                 vecs = self._model.encode(
                     missing, batch_size=self.batch_size, normalize_embeddings=True,

@@ -159,7 +159,7 @@ class EmbedderConf(Component):
     model: str | None = None
     device: str = "cpu"
     batch_size: int = _num(64, ge=1)
-    num_threads: int | None = _num(1, ge=1)
+    num_threads: int | None = _num(None, ge=1)
 
 
 # ---- policies, prms, datasets, trackers -----------------------------------------------

@@ -58,6 +58,7 @@ def test_paper_command_composes(compose_cfg):
     ("selector=rebase selector.temperature=0", "selector.temperature"),
     ("kv=paged kv.block_size=0", "kv.block_size"),
     ("search.max_step_tokens=2048", "exceeds search.max_tokens"),
+    ("selector.embedder.num_threads=0", "selector.embedder.num_threads=0 is invalid: must be >= 1"),
 ])
 def test_bad_values_name_the_key(compose_cfg, override, fragment):
     cfg = compose_cfg(*override.split())
@@ -68,6 +69,8 @@ def test_bad_values_name_the_key(compose_cfg, override, fragment):
 def test_unknown_key_and_bad_enum_fail_at_composition(compose_cfg):
     with pytest.raises(ConfigCompositionException, match="selector.lamda"):
         compose_cfg("selector.lamda=1")
+    with pytest.raises(ConfigCompositionException, match="selector.embedder.num_thread"):
+        compose_cfg("selector.embedder.num_thread=2")
     with pytest.raises(ConfigCompositionException) as err:
         compose_cfg("selector.node_cost=bytes")
     assert "uniform" in str(err.value.__cause__) and "tokens" in str(err.value.__cause__)
