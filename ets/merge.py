@@ -18,6 +18,7 @@ every record. ``--allow-incomplete`` merges what is there.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -29,10 +30,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ets import datasets
 from ets.budget import read_records
+from ets.datasets import parse_shard
 from ets.rerun import strip_timing
 from ets.results import environment, summarize, write_json
+from ets.runs import flatten
 
 log = logging.getLogger("ets.merge")
 IGNORED_KEYS = ("dataset.shard", "tracker")
@@ -54,18 +56,6 @@ class ShardRun:
     summary: dict[str, Any] | None
 
 
-def parse_shard(value: Any) -> tuple[int, int] | None:
-    """``"i/n"`` → ``(i, n)``; None stays None (see :func:`ets.datasets.parse_shard`).
-
-    Raises:
-        MergeError: on anything else, or unless ``0 <= i < n``.
-    """
-    try:
-        return datasets.parse_shard(value)
-    except ValueError as exc:
-        raise MergeError(str(exc)) from exc
-
-
 def find_run_dirs(root: Path, exclude: Path | None = None) -> list[Path]:
     """Dirs at or below ``root`` holding ``problems.jsonl`` and ``config.yaml`` (sorted),
     leaving out ``exclude`` and everything below it."""
@@ -85,29 +75,17 @@ def load_run(path: Path) -> ShardRun:
     assert isinstance(config, dict)
     summary_path = path / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    shard = parse_shard((config.get("dataset") or {}).get("shard"))
+    try:
+        shard = parse_shard((config.get("dataset") or {}).get("shard"))
+    except ValueError as exc:
+        raise MergeError(str(exc)) from exc
     return ShardRun(path, config, shard, read_records(path / "problems.jsonl"), summary)
 
 
-def _without(config: dict[str, Any], dotted: Sequence[str]) -> dict[str, Any]:
-    out = json.loads(json.dumps(config))
-    for key in dotted:
-        *parents, last = key.split(".")
-        node = out
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return out
-
-
-def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_leaves(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
+def _compared(config: dict[str, Any]) -> dict[str, Any]:
+    """The config's leaves (:func:`ets.runs.flatten`) less those under :data:`IGNORED_KEYS`."""
+    return {k: v for k, v in flatten(config).items()
+            if not any(k == i or k.startswith(i + ".") for i in IGNORED_KEYS)}
 
 
 def check_same_experiment(runs: Sequence[ShardRun]) -> None:
@@ -116,9 +94,9 @@ def check_same_experiment(runs: Sequence[ShardRun]) -> None:
     Raises:
         MergeError: naming the differing keys and the first run that differs.
     """
-    base = _leaves(_without(runs[0].config, IGNORED_KEYS))
+    base = _compared(runs[0].config)
     for run in runs[1:]:
-        other = _leaves(_without(run.config, IGNORED_KEYS))
+        other = _compared(run.config)
         keys = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k))
         if keys:
             raise MergeError(
@@ -262,7 +240,7 @@ def merge(root: Path, out: Path | None = None, allow_incomplete: bool = False) -
         records, **extra, kv_headline=headline, selector_stats=_summed_stats(summaries),
         merged_from=[str(r.path) for r in runs], shards=n, complete=complete,
     )
-    config = _without(runs[0].config, ["dataset.shard"])
+    config = copy.deepcopy(runs[0].config)
     config.setdefault("dataset", {})["shard"] = None
     _write(out, records, config, summary, runs)
     return summary

@@ -186,7 +186,7 @@ def _log_wandb(root: Path, out: Path, runs_table: tuple[list[Column], list[list[
                      config={"root": str(root)}, reinit="finish_previous")
     try:
         run.log({"report/runs": wandb.Table(columns=[c[0] for c in runs_table[0]], data=runs_table[1]),
-                 "report/across_seeds": wandb.Table(columns=list[Any](ci[0]), data=ci[1]),
+                 "report/across_seeds": wandb.Table(columns=ci[0], data=ci[1]),
                  **{f"report/{p.stem}": wandb.Image(str(p)) for p in images}})
     finally:
         run.finish()

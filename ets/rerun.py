@@ -114,7 +114,13 @@ def next_rerun_dir(run_dir: Path) -> Path:
 
 
 def load_config(run_dir: Path, keep_tracker: bool = False) -> DictConfig:
-    """The saved resolved config; the tracker is replaced by the local one unless kept."""
+    """The saved resolved config; the tracker is replaced by the local one unless kept.
+
+    Raises:
+        SystemExit: when ``run_dir`` is not a run (no ``config.yaml`` / ``problems.jsonl``).
+    """
+    if not (run_dir / "config.yaml").exists() or not (run_dir / "problems.jsonl").exists():
+        raise SystemExit(f"ets.rerun: {run_dir} has no config.yaml / problems.jsonl")
     cfg = OmegaConf.load(run_dir / "config.yaml")
     assert isinstance(cfg, DictConfig)
     if not keep_tracker:
@@ -137,12 +143,11 @@ def rerun(run_dir: Path, out: Path | None = None, keep_tracker: bool = False) ->
     from ets.run import run
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists() or not (run_dir / "problems.jsonl").exists():
-        raise SystemExit(f"ets.rerun: {run_dir} has no config.yaml / problems.jsonl")
+    cfg = load_config(run_dir, keep_tracker)
     out = Path(out) if out is not None else next_rerun_dir(run_dir)
     if (out / "problems.jsonl").exists():
         raise SystemExit(f"ets.rerun: {out} already holds results; pick a new --out")
-    run(load_config(run_dir, keep_tracker), out)
+    run(cfg, out)
     comparison = compare(read_records(run_dir / "problems.jsonl"), read_records(out / "problems.jsonl"))
     return comparison, out
 
@@ -156,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="log with the saved tracker (e.g. W&B) instead of the local one")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cfg = OmegaConf.to_container(OmegaConf.load(args.run_dir / "config.yaml"))
+    cfg = OmegaConf.to_container(load_config(args.run_dir, args.keep_tracker))
     print("seeds: " + ", ".join(f"{k}={v}" for k, v in seeds(cfg)))
     for w in check_provenance(args.run_dir):
         print(f"warning: {w}", file=sys.stderr)

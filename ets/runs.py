@@ -42,17 +42,17 @@ class Run:
 
     def leaves(self) -> dict[str, Any]:
         """The config flattened to ``dotted.key: value`` (the tracker left out)."""
+        return flatten({k: v for k, v in self.config.items() if k != "tracker"})
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config flattened to ``dotted.key: value`` (empty dicts are leaves)."""
+    if isinstance(node, dict) and node:
         out: dict[str, Any] = {}
-
-        def walk(node: Any, prefix: str) -> None:
-            if isinstance(node, dict) and node:
-                for k, v in node.items():
-                    walk(v, f"{prefix}{k}.")
-            else:
-                out[prefix[:-1]] = node
-
-        walk({k: v for k, v in self.config.items() if k != "tracker"}, "")
+        for k, v in node.items():
+            out.update(flatten(v, f"{prefix}{k}."))
         return out
+    return {prefix[:-1]: node}
 
 
 def same_but_seed(a: Run, b: Run) -> bool:
