@@ -401,7 +401,6 @@ class WandbTrackerConf(TrackerConf):
     project: str = "ets"
     entity: str | None = None
     group: str | None = None
-    tags: list[str] = field(default_factory=list)
     mode: WandbMode | None = None
     dir: str | None = None
 

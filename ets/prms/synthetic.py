@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
-from ets.synthetic.world import M64, mix64
+from ets.synthetic.world import GOLDEN, M64, mix64
 from ets.tree import Node
 from ets.types import Problem
 
@@ -51,7 +51,7 @@ class SyntheticPRM:
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
         self.quality, self.seed, self.scale = quality, seed, scale
-        self._salt = mix64((seed * 0x9E3779B97F4A7C15 + 0x5EED) & M64)
+        self._salt = mix64((seed * GOLDEN + 0x5EED) & M64)
         if quality >= 1.0:
             self._w_signal, self._w_noise = 1.0, 0.0
         else:

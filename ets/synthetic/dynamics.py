@@ -9,12 +9,11 @@ from ets.synthetic.moves import (
     ANSWER_PREFIXES,
     HESITATE,
     MAX_PARAPHRASES,
-    MOVES,
     N_VALUES,
     PLAN_MOVES,
     VALUE_MIN,
+    all_step_texts,
     answer_text,
-    step_text,
 )
 from ets.types import Problem
 
@@ -87,12 +86,7 @@ class Dynamics:
             detour_wrong,
             n_paraphrases,
         )
-        self._texts = [
-            step_text(m, p, VALUE_MIN + v) + delimiter
-            for m in range(len(MOVES))
-            for p in range(MAX_PARAPHRASES)
-            for v in range(N_VALUES)
-        ]
+        self._texts = [t + delimiter for t in all_step_texts()]  # indexed by text id
         self._text_keys = [W.str_key(t) for t in self._texts]
 
     @staticmethod

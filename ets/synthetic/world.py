@@ -82,12 +82,10 @@ import math
 import zlib
 from statistics import NormalDist
 
-from ets.synthetic.calibration import CHARS_PER_TOKEN, calibrate, split_steps
+from ets.synthetic.calibration import calibrate
 
 __all__ = [
-    "CHARS_PER_TOKEN",
     "calibrate",
-    "split_steps",
     "mix64",
     "str_key",
     "length_table",
