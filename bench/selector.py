@@ -41,12 +41,46 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ets.selectors.ets import ETSSelector  # noqa: E402
-from ets.selectors.ets_ilp import ETSInstance, solve_cpsat, solve_pulp  # noqa: E402
+from ets.selectors.ets_ilp import ETSInstance, Solution, objective, solve_cpsat  # noqa: E402
 from ets.tree import Node, Tree  # noqa: E402
 
 CONF = ROOT / "conf"
 PAPER_LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}
 TARGET_MS, TARGET_SPEEDUP = 10.0, 10.0
+
+
+def solve_pulp(inst: ETSInstance) -> Solution:
+    """Solve the ETS program with PuLP + CBC, as the reference does (one CBC subprocess
+    per call, no time limit, float coefficients)."""
+    import pulp
+
+    start = time.perf_counter()
+    prob = pulp.LpProblem("ets", pulp.LpMaximize)
+    x = [pulp.LpVariable(f"x{i}", cat="Binary") for i in range(len(inst.weights))]
+    y = [pulp.LpVariable(f"y{b}", cat="Binary") for b in range(len(inst.branch_parent))]
+    below: list[list] = [[] for _ in y]  # per branch node, its children's variables
+    for i, b in enumerate(inst.cand_parent):
+        below[b].append(x[i])
+    for b, p in enumerate(inst.branch_parent):
+        if p >= 0:
+            below[p].append(y[b])
+    for b, kids in enumerate(below):
+        for var in kids:
+            prob += y[b] >= var
+        prob += y[b] <= pulp.lpSum(kids)
+    prob += pulp.lpSum(x) >= 1
+    terms = [(w - inst.lambda_b * c, v) for w, c, v in zip(inst.weights, inst.cand_cost, x)]
+    terms += [(-inst.lambda_b * c, v) for c, v in zip(inst.branch_cost, y)]
+    if inst.clusters is not None:
+        n_clusters = len(set(inst.clusters))
+        for k in range(n_clusters):
+            z = pulp.LpVariable(f"z{k}", cat="Binary")
+            prob += z <= pulp.lpSum(v for v, c in zip(x, inst.clusters) if c == k)
+            terms.append((inst.lambda_s / n_clusters, z))
+    prob += pulp.lpSum(coef * v for coef, v in terms)
+    prob.solve(pulp.PULP_CBC_CMD(msg=False))
+    keep = [(v.value() or 0.0) > 0.5 for v in x]
+    return Solution(keep, objective(inst, keep), pulp.LpStatus[prob.status], time.perf_counter() - start)
 
 
 def record_search(width: int, problems: int) -> list[ETSInstance]:

@@ -69,6 +69,9 @@ class Search:
         self.width, self.max_depth, self.max_tokens = width, max_depth, max_tokens
         self.seed, self.concurrency, self.aggregation = seed, concurrency, aggregation
         self.markers = list(getattr(policy, "answer_markers", ["boxed", "The answer is"]))
+        # A step tag used as delimiter ("ки") must not stick to the answer ("18 ки").
+        delim = getattr(policy, "step_delimiter", "")
+        self.step_tag = delim if delim and delim.strip() else ""
         self.counters = SearchCounters()
         # Engines that report their own numbers (vLLM) are read after every policy call.
         self.engine_series: list[dict[str, float]] = []
@@ -142,10 +145,8 @@ class Search:
             self._select(state, new[id(state)])
 
     def _extract(self, text: str) -> str | None:
-        # A step tag used as delimiter ("ки") must not stick to the answer ("18 ки").
-        delim = getattr(self.policy, "step_delimiter", "")
-        if delim and delim.strip():
-            text = text.replace(delim, "\n")
+        if self.step_tag:
+            text = text.replace(self.step_tag, "\n")
         return extract_answer(text, self.markers)
 
     def _classify(self, tree: Tree, child: Node, finish_reason: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from ets.tree import Node, Tree
 
 
@@ -22,36 +20,26 @@ class DVTSSelector:
     def __init__(self, beam_width: int = 4) -> None:
         self.beam_width = beam_width
 
-    def _subtree_of(self, tree: Tree):
-        """A function node -> subtree index (root children ranked once, not per lookup)."""
-        rank = {child.id: i for i, child in enumerate(tree.root.children)}
-        last = max(1, len(rank) // self.beam_width) - 1
+    def select(self, candidates: list[Node], width: int, tree: Tree) -> list[int]:
+        m, roots = self.beam_width, tree.root.children
+        n_sub = max(1, len(roots) // m)
+        sub_of = {child.id: min(i // m, n_sub - 1) for i, child in enumerate(roots)}
 
         def subtree(node: Node) -> int:
             while node.depth > 1 and node.parent is not None:
                 node = node.parent
-            return min(rank[node.id] // self.beam_width, last)
+            return sub_of[node.id]
 
-        return subtree
-
-    def _shares(self, tree: Tree, subtree) -> dict[int, int]:
-        n = len(tree.root.children)
-        n_sub = max(1, n // self.beam_width)
-        shares = {s: self.beam_width for s in range(n_sub)}
-        shares[n_sub - 1] = n - self.beam_width * (n_sub - 1)
+        shares = {s: m for s in range(n_sub)}
+        shares[n_sub - 1] = len(roots) - m * (n_sub - 1)
         for node in tree.finished():
             shares[subtree(node)] -= 1
-        return shares
-
-    def select(self, candidates: list[Node], width: int, tree: Tree) -> list[int]:
-        subtree = self._subtree_of(tree)
-        shares = self._shares(tree, subtree)
-        best: dict[int, int] = {}
-        groups: dict[int, list[int]] = defaultdict(list)
+        best: dict[int, int] = {}  # subtree -> its best candidate (first on ties)
         for i, c in enumerate(candidates):
-            groups[subtree(c)].append(i)
-        for sub, idx in groups.items():
-            best[sub] = max(idx, key=lambda i: (candidates[i].score or 0.0, -i))
+            sub = subtree(c)
+            j = best.setdefault(sub, i)
+            if (c.score or 0.0) > (candidates[j].score or 0.0):
+                best[sub] = i
         counts = [0] * len(candidates)
         for sub, i in best.items():
             counts[i] = max(0, shares[sub])

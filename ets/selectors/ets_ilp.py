@@ -63,17 +63,6 @@ class Solution:
     solver_seconds: float = 0.0
 
 
-def _below(inst: ETSInstance, x: list, y: list) -> list[list]:
-    """For each branch node, the variables of its children (candidates and branches)."""
-    below: list[list] = [[] for _ in y]
-    for i, b in enumerate(inst.cand_parent):
-        below[b].append(x[i])
-    for b, p in enumerate(inst.branch_parent):
-        if p >= 0:
-            below[p].append(y[b])
-    return below
-
-
 def objective(inst: ETSInstance, keep: list[bool]) -> float:
     """The objective of a candidate subset, with y and z at their implied optimum."""
     live_branches: set[int] = set()
@@ -167,6 +156,8 @@ def presolve(inst: ETSInstance, rules: bool = True) -> Reduced:
     members: dict[int, list[int]] = {}
     for i, k in enumerate(clusters or []):
         members.setdefault(k, []).append(i)
+    # Dominance groups: candidates with the same parent and cluster.
+    group = [(b, clusters[i] if clusters is not None else 0) for i, b in enumerate(inst.cand_parent)]
     any_in = False
     changed = rules
 
@@ -196,16 +187,14 @@ def presolve(inst: ETSInstance, rules: bool = True) -> Reduced:
         best: dict[tuple[int, int], int] = {}
         for i in range(nx):
             if fixed[i] is None:
-                key = (inst.cand_parent[i], clusters[i] if clusters is not None else 0)
-                j = best.get(key)
+                j = best.get(group[i])
                 if j is None or gain[i] > gain[j]:
-                    best[key] = i
+                    best[group[i]] = i
         for i in range(nx):
             if fixed[i] is not None or gain[i] >= 0:
                 continue
-            key = (inst.cand_parent[i], clusters[i] if clusters is not None else 0)
             useless = nonneg and any_in and (clusters is None or clusters[i] in covered)
-            if best[key] != i or useless:
+            if best[group[i]] != i or useless:
                 fixed[i], changed = False, True
     return _reduce(inst, fixed, kept, gain, bcost, covered, members, beta, not any_in)
 
@@ -338,31 +327,3 @@ def solve_cpsat(
     return Solution(keep, objective(inst, keep), status, time.perf_counter() - start,
                     solver_seconds)
 
-
-def solve_pulp(inst: ETSInstance, msg: bool = False) -> Solution:
-    """Solve the same program with PuLP + CBC (the reference's solver: one CBC
-    subprocess per call, no time limit, float coefficients). Bench/test use only."""
-    import pulp
-
-    start = time.perf_counter()
-    prob = pulp.LpProblem("ets", pulp.LpMaximize)
-    x = [pulp.LpVariable(f"x{i}", cat="Binary") for i in range(len(inst.weights))]
-    y = [pulp.LpVariable(f"y{b}", cat="Binary") for b in range(len(inst.branch_parent))]
-    below = _below(inst, x, y)
-    for b, kids in enumerate(below):
-        for var in kids:
-            prob += y[b] >= var
-        prob += y[b] <= pulp.lpSum(kids)
-    prob += pulp.lpSum(x) >= 1
-    terms = [(w - inst.lambda_b * c, v) for w, c, v in zip(inst.weights, inst.cand_cost, x)]
-    terms += [(-inst.lambda_b * c, v) for c, v in zip(inst.branch_cost, y)]
-    if inst.clusters is not None:
-        n_clusters = len(set(inst.clusters))
-        for k in range(n_clusters):
-            z = pulp.LpVariable(f"z{k}", cat="Binary")
-            prob += z <= pulp.lpSum(v for v, c in zip(x, inst.clusters) if c == k)
-            terms.append((inst.lambda_s / n_clusters, z))
-    prob += pulp.lpSum(coef * v for coef, v in terms)
-    prob.solve(pulp.PULP_CBC_CMD(msg=msg))
-    keep = [(v.value() or 0.0) > 0.5 for v in x]
-    return Solution(keep, objective(inst, keep), pulp.LpStatus[prob.status], time.perf_counter() - start)

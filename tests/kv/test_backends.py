@@ -17,7 +17,7 @@ BLOCK_SIZES = (1, 3, 16)
 
 
 def full_seq(tree: Tree, node: Node) -> tuple[int, ...]:
-    return tree.context(node)[1] if node.parent is not None else tree.root.token_ids
+    return tree.context(node)[1]  # the root's is the prompt
 
 
 def brute_paper(live: list[Node]) -> int:

@@ -113,8 +113,6 @@ def test_hand_computed_instance():
     # keep {c1}:        0.5 - (root + a + c1)/6 = 0.5 - 0.5 = 0.0
     # keep {c1,c2}:     0.75 - 4/6 = 0.0833  <- best
     # keep all:         1.0 - 6/6 = 0.0;   keep {c1, c3}: 0.75 - 5/6 < 0
-    from ets.selectors.ets_ilp import ETSInstance
-
     u = 1 / 6
     inst = ETSInstance([0.5, 0.25, 0.25], [1, 1, 2], [-1, 0, 0], [u] * 3, [u] * 3, 1.0)
     sol = solve_cpsat(inst)
