@@ -43,14 +43,12 @@ def compose_cfg(args: argparse.Namespace, selector: str):
         ])
 
 
-def warm_up(policy, selector, embedder) -> object:
-    """Start the engine and run one small call; load the embedding model once."""
+def warm_up(policy, selector) -> None:
+    """Start the engine and run one small call; load the embedding model."""
     prompt = policy.format_prompt(Problem("warmup", "What is 1 + 1?", "2"))
     policy.generate([GenRequest(Problem("warmup", "", ""), prompt.text, prompt.token_ids, 2, 8, ["\n\n"], 0)])
     if getattr(selector, "embedder", None) is not None:
-        embedder = embedder or selector.embedder
-        embedder.embed(["warm up the embedding model"])
-    return embedder
+        selector.embedder.embed(["warm up the embedding model"])
 
 
 def timed(obj: object, method: str, totals: dict[str, float]) -> None:
@@ -71,7 +69,7 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None) -> tuple[dic
     search, dataset = build_search(compose_cfg(args, selector))
     if embedder is not None and getattr(search.selector, "embedder", None) is not None:
         search.selector.embedder = embedder
-    embedder = warm_up(search.policy, search.selector, embedder)
+    warm_up(search.policy, search.selector)
     search.policy.reset_engine_state()  # cold prefix cache, counters from here
     records: list[dict] = []
     depths: list[dict] = []
@@ -96,7 +94,7 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None) -> tuple[dic
         "selector": (parts["prepare"] + parts["select"]) / wall, "prm": parts["score"] / wall,
         "embed": parts["prepare"] / wall,
         "calls": search.counters.policy_calls,
-    }, embedder
+    }, getattr(search.selector, "embedder", None) or embedder
 
 
 def table(rows: list[dict]) -> str:

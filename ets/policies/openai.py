@@ -26,11 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ets.policies.formatting import PromptFormatter
+from ets.policies.vllm import COUNTERS, map_finish_reason
 from ets.types import Generation, GenRequest, Problem, Prompt
 
 log = logging.getLogger("ets.policies.openai")
 _METRIC = re.compile(r"^vllm:(\w+?)(?:_total)?(\{[^}]*\})? (\S+)$", re.M)
-_COUNTERS = ("prefix_cache_queries", "prefix_cache_hits", "prompt_tokens_cached")
 
 
 class OpenAIPolicy:
@@ -127,12 +127,10 @@ class OpenAIPolicy:
     def _generations(self, req: GenRequest, response: dict[str, Any]) -> list[Generation]:
         out = []
         for choice in sorted(response["choices"], key=lambda c: c.get("index", 0)):
-            text, reason = choice.get("text") or "", choice.get("finish_reason")
-            if reason == "stop":
-                stop_reason = choice.get("stop_reason", "?" if req.stop else None)
-                reason = "stop" if isinstance(stop_reason, str) else "eos"
-            elif reason != "length":
-                reason = "length"
+            text = choice.get("text") or ""
+            # A plain OpenAI server sends no stop_reason: "stop" is then a stop string if the request had any.
+            reason = map_finish_reason(choice.get("finish_reason"),
+                                       choice.get("stop_reason", "?" if req.stop else None))
             ids = choice.get("token_ids")
             if ids is None:
                 ids = self.formatter.tokenizer.encode(text, add_special_tokens=False)
@@ -172,9 +170,9 @@ class OpenAIPolicy:
                 info = dict(re.findall(r'(\w+)="([^"]*)"', labels))
                 if info.get("num_gpu_blocks", "None").isdigit():
                     capacity = float(info["num_gpu_blocks"]) * float(info.get("block_size", 0))
-            elif name in (*_COUNTERS, "kv_cache_usage_perc"):
+            elif name in (*COUNTERS, "kv_cache_usage_perc"):
                 values[name] = values.get(name, 0.0) + float(value)
-        return {k: values.get(k, 0.0) for k in _COUNTERS}, values.get("kv_cache_usage_perc", 0.0), capacity
+        return {k: values.get(k, 0.0) for k in COUNTERS}, values.get("kv_cache_usage_perc", 0.0), capacity
 
     def _call_root(self, path: str) -> str:
         root = self.base_url.removesuffix("/v1")

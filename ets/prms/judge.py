@@ -72,7 +72,7 @@ class JudgePRM(HFPRM):
         return prompt + self.answer_prefix
 
     def _encode(self, problem: Problem, node: Node) -> list[int]:
-        return self._tokens(self.render(problem, node), special=False)
+        return self._tokens(self.render(problem, node))
 
     def _reduce(self, outputs: Any) -> Any:
         return pair_probability(outputs, self.yes_ids, self.no_ids)

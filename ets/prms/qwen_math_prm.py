@@ -97,7 +97,7 @@ class QwenMathPRM(HFPRM):
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
 
     def _encode(self, problem: Problem, node: Node) -> list[int]:
-        ids = self._tokens(self.render(problem, node), special=False)
+        ids = self._tokens(self.render(problem, node))
         return ids[: last_index(ids, self.separator_id, f"step separator {self.step_separator!r}") + 1]
 
     def _reduce(self, outputs: Any) -> Any:

@@ -51,7 +51,7 @@ class RLHFlowPRM(HFPRM):
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
 
     def _encode(self, problem: Problem, node: Node) -> list[int]:
-        ids = self._tokens(self.render(problem, node), special=False)
+        ids = self._tokens(self.render(problem, node))
         answer = last_index(ids, self.good_id, f"assistant answer {self.good_token!r}")
         if answer == 0:
             raise ValueError("the assistant answer is the first token: nothing predicts it")

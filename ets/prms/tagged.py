@@ -56,4 +56,4 @@ class TaggedPRM(HFPRM):
 
     def _encode(self, problem: Problem, node: Node) -> list[int]:
         text, tag_at = self.render(problem, node)
-        return self._tokens_to_char(text, tag_at, special=True, first=self.score_at == "first")
+        return self._tokens_to_char(text, tag_at, first=self.score_at == "first")

@@ -21,14 +21,11 @@ from typing import Any
 
 from ets.answers import AGGREGATIONS, aggregate
 from ets.policies.vllm import Engine, engine_env, open_engine
+from ets.prms.hf_base import as_str, steps_of, token_id
 from ets.tree import Node
 from ets.types import Problem
 
 ACTIVATIONS = ("softmax", "sigmoid", "none")
-
-
-def _name(value: Any) -> str:
-    return str(getattr(value, "value", value))
 
 
 class VLLMRewardPRM:
@@ -62,7 +59,7 @@ class VLLMRewardPRM:
         strip_steps: bool = True, score_token: str | None = None, label_index: int = 1,
         activation: Any = "softmax", step_score: Any = "last",
     ) -> None:
-        self.activation, self.step_score = _name(activation), _name(step_score)
+        self.activation, self.step_score = as_str(activation), as_str(step_score)
         if self.activation not in ACTIVATIONS or self.step_score not in AGGREGATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS} and step_score one of "
                              f"{AGGREGATIONS}; got {self.activation!r}, {self.step_score!r}")
@@ -74,7 +71,7 @@ class VLLMRewardPRM:
         self.env = engine_env(cpu_kv_space_gb, in_process)
         self.options = {
             "runner": "pooling", "tokenizer": tokenizer, "revision": revision,
-            "trust_remote_code": trust_remote_code, "dtype": _name(dtype),
+            "trust_remote_code": trust_remote_code, "dtype": as_str(dtype),
             "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
             "max_model_len": max_model_len, "enforce_eager": enforce_eager, **dict(engine_kwargs or {}),
         }
@@ -87,12 +84,10 @@ class VLLMRewardPRM:
         if self._engine is None:
             engine = open_engine(self.model, self.revision, self.options, self.env,
                                  self.share_engine, key="prm")
-            ids = engine.llm.get_tokenizer().encode(self.score_token, add_special_tokens=False)
-            if len(ids) != 1:
-                raise ValueError(f"prm.score_token {self.score_token!r} is {len(ids)} tokens; it must be one")
+            score_token_id = token_id(engine.llm.get_tokenizer(), self.score_token, "prm.score_token")
             pooler = engine.llm.llm_engine.model_config.pooler_config
             kind = getattr(pooler, "tok_pooling_type", None) or getattr(pooler, "pooling_type", None)
-            self.score_token_id, self.step_pooling, self._engine = ids[0], _name(kind) == "STEP", engine
+            self.score_token_id, self.step_pooling, self._engine = score_token_id, as_str(kind) == "STEP", engine
         return self._engine
 
     def close(self) -> None:
@@ -103,9 +98,7 @@ class VLLMRewardPRM:
 
     def render(self, problem: Problem, node: Node) -> str:
         """The PRM input text for the path to ``node``."""
-        steps = [n.text.strip() if self.strip_steps else n.text for n in node.path()]
-        if not steps:
-            raise ValueError(f"node {node.id} is the root: there is no step to score")
+        steps = steps_of(node, strip=self.strip_steps)
         body = self.step_join.join(step + self.step_separator for step in steps)
         question = self.prompt_template.replace("{question}", problem.question)
         if not self.use_chat_template:

