@@ -173,7 +173,7 @@ def bench_width(insts: list[ETSInstance], repeats: int) -> dict[str, float]:
         for key, val in best.items():
             times[key].append(val)
         not_opt += a.status != "OPTIMAL" or raw.status != "OPTIMAL"
-        n_presolved += a.solver_seconds == 0.0
+        n_presolved += a.presolved
         d = max(abs(a.objective - b.objective), abs(raw.objective - b.objective))
         diffs.append(d)
         n_terms = len(inst.weights) + len(inst.branch_cost) + len(set(inst.clusters or []))

@@ -10,12 +10,10 @@ votes over its first finishers only).
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 from ets.answers import vote
@@ -48,19 +46,6 @@ class CachedGrader:
         if key not in self._cache:
             self._cache[key] = bool(self.grader.equivalent(gold, pred))
         return self._cache[key]
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Whole lines of a ``problems.jsonl`` (read-only: a torn tail is skipped, not truncated)."""
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return out
 
 
 def trajectories(tree: Sequence[dict[str, Any]]) -> list[Trajectory]:

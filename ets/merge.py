@@ -30,10 +30,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ets.budget import read_records
 from ets.datasets import parse_shard
 from ets.rerun import strip_timing
-from ets.results import environment, summarize, write_json
+from ets.results import environment, read_records, summarize, write_json
 from ets.runs import flatten
 
 log = logging.getLogger("ets.merge")

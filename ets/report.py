@@ -16,7 +16,7 @@ from typing import Any
 
 from ets import budget as B
 from ets import plots
-from ets.results import VOTES
+from ets.results import VOTES, read_records
 from ets.runs import Run, choose_budget_run, kv_per_depth, load_grader, load_runs, mean_ci, seed_groups
 
 SHORT = {"weighted_majority": "wmaj", "majority": "maj", "best_of_n": "bon", "coverage": "cov"}
@@ -164,7 +164,7 @@ def _budget(runs: Sequence[Run], root: Path, budget: str, samples: int,
         source = matches[0] if matches else None
     if source is None:
         return None, None
-    records = B.read_records(source.path / "problems.jsonl")
+    records = read_records(source.path / "problems.jsonl")
     curve = B.budget_curve(records, load_grader(source.config), n_source=int(source.get("search.width")),
                            aggregation=str(source.get("search.aggregation") or "last"),
                            samples=samples, seed=seed)

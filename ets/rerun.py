@@ -20,8 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ets.budget import read_records
-from ets.results import environment
+from ets.results import environment, read_records
 
 TIMING_KEYS = frozenset({"wall_time_s", "time_s", "elapsed_s", "started", "timestamp"})
 

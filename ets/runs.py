@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ets.budget import read_records
+from ets.results import read_records
 
 
 @dataclass

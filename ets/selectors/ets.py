@@ -124,7 +124,7 @@ class ETSSelector:
         sol = solve_cpsat(inst, self.time_limit_s, self.num_workers, self.objective_scale,
                           self.presolve)
         self.stats["solves"] += 1
-        self.stats["presolved"] += sol.solver_seconds == 0.0
+        self.stats["presolved"] += sol.presolved
         self.stats["solve_s"] += sol.seconds
         self.stats["not_optimal"] += sol.status != "OPTIMAL"
         self.stats["fallbacks"] += sol.status not in ("OPTIMAL", "FEASIBLE")

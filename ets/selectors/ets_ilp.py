@@ -53,14 +53,15 @@ class ETSInstance:
 
 @dataclass
 class Solution:
-    """``seconds``: the whole call; ``solver_seconds``: inside CP-SAT (0 when presolve
-    decided every candidate)."""
+    """``seconds``: the whole call; ``solver_seconds``: inside CP-SAT; ``presolved``:
+    presolve decided every candidate and CP-SAT was not called."""
 
     keep: list[bool]
     objective: float
     status: str
     seconds: float
     solver_seconds: float = 0.0
+    presolved: bool = False
 
 
 def objective(inst: ETSInstance, keep: list[bool]) -> float:
@@ -325,5 +326,5 @@ def solve_cpsat(
         else:
             keep = [True] * len(inst.weights)
     return Solution(keep, objective(inst, keep), status, time.perf_counter() - start,
-                    solver_seconds)
+                    solver_seconds, presolved=not x)
 

@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from ets.budget import read_records
-from ets.results import VOTES
+from ets.results import VOTES, read_records
 from ets.trackers.local import LocalTracker
 
 _GROUP_MAX = 128

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from ets.budget import read_records
 from ets.merge import MergeError, main, merge
+from ets.results import read_records
 from ets.run import run
 
 TINY = ["+experiment=synthetic", "dataset.n=7", "search.width=4", "selector.coverage_weight=0"]

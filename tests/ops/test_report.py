@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 from scipy.stats import t as student_t
 
-from ets.budget import budget_curve, budgets, read_records, trajectories
+from ets.budget import budget_curve, budgets, trajectories
 from ets.plots import pareto_front
 from ets.report import main
+from ets.results import read_records
 from ets.runs import find_runs, load_grader, load_runs, mean_ci, short_names
 from tests.conftest import ROOT
 from tests.ops.wandb_log import offline_runs, read_offline_run

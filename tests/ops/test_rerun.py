@@ -6,8 +6,8 @@ import json
 
 from omegaconf import OmegaConf
 
-from ets.budget import read_records
 from ets.rerun import compare, main, next_rerun_dir, provenance_warnings, seeds, strip_timing
+from ets.results import read_records
 from ets.run import run
 from ets.runs import find_runs
 

@@ -102,6 +102,7 @@ def test_presolve_rules_on_a_hand_built_program():
     assert red.fixed == [True, True, False, True]
     assert red.values == [] and not red.at_least_one
     sol = solve_cpsat(inst)
+    assert sol.presolved
     assert sol.keep == [True, True, False, True]  # c1 and c2 tie: brute force picks c2
     assert sol.objective == pytest.approx(brute_force(inst).objective)
     assert sol.objective == pytest.approx(1.0 + 2 * 0.5 / 2 - 6 * u)
