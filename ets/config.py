@@ -466,11 +466,15 @@ def _check_bounds(node: Any, schema: type, path: str) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Range-check every schema-typed node of a composed config.
+    """Check that every mandatory value (``???``) is set and range-check every
+    schema-typed node of a composed config.
 
     Raises:
         ConfigError: naming the full key, the bad value and the allowed range.
     """
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} must be set (e.g. {missing[0]}=...)")
     for key in cfg:
         node = cfg[key]
         schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None

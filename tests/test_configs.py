@@ -13,6 +13,7 @@ GROUPS = ["policy", "prm", "expander", "selector", "kv", "dataset", "tracker"]
 # options that need a value the user must supply (or a model only the hub has)
 EXTRA = {
     ("dataset", "jsonl"): ["dataset.path=" + str(SHARED_DATA / "math500.jsonl")],
+    ("policy", "openai"): ["policy.model=smollm2"],  # the served name; no request at init
 }
 NEEDS_HUB_OR_GPU = set()  # filled in by later components (e.g. hub-only PRMs)
 NEEDS_HUB_OR_GPU |= {("policy", p) for p in ("llemma_34b", "mistral_7b_sft", "llama32_1b", "qwen25_math_1p5b")}
@@ -59,6 +60,7 @@ def test_paper_command_composes(compose_cfg):
     ("kv=paged kv.block_size=0", "kv.block_size"),
     ("search.max_step_tokens=2048", "exceeds search.max_tokens"),
     ("selector.embedder.num_threads=0", "selector.embedder.num_threads=0 is invalid: must be >= 1"),
+    ("policy=openai", "policy.model must be set"),
 ])
 def test_bad_values_name_the_key(compose_cfg, override, fragment):
     cfg = compose_cfg(*override.split())

@@ -93,9 +93,13 @@ class OpenAIPolicy:
             except urllib.error.HTTPError as exc:
                 if exc.code < 500 or attempt == self.max_retries:
                     raise
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
                 if attempt == self.max_retries:
-                    raise
+                    raise ConnectionError(
+                        f"Cannot reach the OpenAI-compatible server at {self.base_url} "
+                        f"({getattr(exc, 'reason', exc)}): start one (e.g. python -m "
+                        "vllm.entrypoints.openai.api_server --model ...) or set policy.base_url."
+                    ) from exc
             time.sleep(0.5 * 2**attempt)
         raise AssertionError("unreachable")
 

@@ -116,3 +116,9 @@ def test_server_metrics_count_prefix_cache_hits(server):
     m = policy.engine_metrics()
     assert m["prefix_cache_queries"] > 0 and m["prefix_cache_hits"] > 0 and m["prompt_tokens_cached"] > 0
     assert m["kv_capacity_tokens"] > 0 and m["kv_tokens"] >= 0 and m["generate_calls"] == 2
+
+
+def test_unreachable_server_says_what_to_do():
+    policy = OpenAIPolicy("smollm2", base_url="http://127.0.0.1:9/v1", max_retries=0)
+    with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:9/v1.*policy\.base_url"):
+        policy._call("/completions", {"model": "smollm2", "prompt": "1+1="})
