@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,7 +90,7 @@ class Tree:
         """Prompt plus every step up to ``node``: the text and the token ids."""
         path = node.path()
         text = self.root.text + "".join(n.text for n in path)
-        ids = self.root.token_ids + tuple(t for n in path for t in n.token_ids)
+        ids = self.root.token_ids + tuple(chain.from_iterable(n.token_ids for n in path))
         return text, ids
 
     def finished(self) -> list[Node]:
