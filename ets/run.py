@@ -129,5 +129,12 @@ def format_summary(summary: dict[str, Any]) -> str:
              "accuracy  " + "  ".join(f"{k}={v:.3f}" for k, v in acc.items())]
     for name, kv in summary["kv"].items():
         star = " *" if name == summary.get("kv_headline") else ""
-        lines.append(f"kv {name:<7} mean={kv['mean']:.1f}  peak={kv['peak']}{star}")
+        line = f"kv {name:<7} mean={kv['mean']:.1f}  peak={kv['peak']}"
+        if "total" in kv:  # per problem, summed over selection calls (the paper's number)
+            line += f"  total={kv['total']:.1f}"
+        if "after_pruning" in kv:
+            after, newest = kv["after_pruning"], kv["newest_step"]
+            line += (f"  after pruning: mean={after['mean']:.1f} total={after['total']:.1f}"
+                     f"  newest-step share={newest['share']:.3f}")
+        lines.append(line + star)
     return "\n".join(lines)

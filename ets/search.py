@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ets.answers import extract_answer, vote
-from ets.kv.accounting import KVAccounting
+from ets.kv.accounting import KVAccounting, ProblemKV
 from ets.protocols import PRM, Expander, Grader, Policy, Selector
 from ets.tree import Node, Tree
 from ets.types import GenRequest, Problem
@@ -27,7 +27,7 @@ class _Live:
     tree: Tree
     remaining: int
     expand: list[tuple[Node, int]]
-    kv: dict[str, list[int]] = field(default_factory=dict)
+    kv: ProblemKV
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -102,8 +102,7 @@ class Search:
         prompt = self.policy.format_prompt(problem)
         tree = Tree(prompt.text, prompt.token_ids)
         tree.width = self.width
-        return _Live(problem, tree, self.width, [(tree.root, self.width)],
-                     {name: [] for name in self.kv.names})
+        return _Live(problem, tree, self.width, [(tree.root, self.width)], self.kv.problem())
 
     def _requests(self, live: list[_Live]) -> list[tuple[_Live, Node, GenRequest]]:
         out = []
@@ -166,12 +165,11 @@ class Search:
     def _select(self, state: _Live, children: list[Node]) -> None:
         state.remaining -= sum(c.finished for c in children)
         candidates = [c for c in children if not c.finished]
-        for name, value in self.kv.measure(state.tree, candidates).items():
-            state.kv[name].append(value)
         state.expand = []
         if state.remaining <= 0 or not candidates:
-            return
+            return  # no KV measurement: the reference stops here without one (ets.kv.accounting)
         counts = self.selector.select(candidates, state.remaining, state.tree)
+        state.kv.observe(state.tree, candidates, counts)
         state.expand = [(c, n) for c, n in zip(candidates, counts) if n > 0]
 
     def _depth_metrics(self, live: list[_Live]) -> dict[str, float]:
@@ -183,7 +181,7 @@ class Search:
             "tokens_generated": self.counters.tokens_generated,
         }
         for name in self.kv.names:
-            vals = [s.kv[name][-1] for s in live if s.kv[name]]
+            vals = [v for v in (s.kv.last(name) for s in live) if v is not None]
             metrics[f"kv_{name}"] = sum(vals) / len(vals) if vals else 0.0
         if self.engine_series:
             metrics.update({f"engine_{k}": v for k, v in self.engine_series[-1].items()})
@@ -201,10 +199,10 @@ class Search:
             "correct": {k: v["correct"] for k, v in votes.items() if k != "votes"},
             "predictions": {k: v["answer"] for k, v in votes.items() if "answer" in v},
             "votes": votes["votes"],
-            "kv": self.kv.summarize(state.kv),
+            "kv": state.kv.summary(),
             "tokens": sum(n.n_tokens for n in tree.nodes[1:]),
             "prompt_tokens": tree.root.n_tokens,
-            "depths": len(next(iter(state.kv.values()), [])),
+            "depths": max(n.depth for n in tree.nodes),  # expansion rounds (depth-synchronous)
             "wall_time_s": time.perf_counter() - state.started,
             "tree": tree.to_records(),
         }
