@@ -71,8 +71,8 @@ def plot_accuracy_vs_kv(points: Sequence[dict[str, Any]], headline: str, path: P
 
 
 def plot_kv_per_depth(series: dict[str, dict[str, list[float]]], path: Path) -> Path:
-    """``series[run][backend]``: mean KV at each depth over the problems still searching there;
-    one panel per backend, one line per run."""
+    """``series[run][backend]``: mean KV at each depth over all the run's problems (0 once a
+    problem has stopped, :func:`ets.runs.kv_per_depth`); one panel per backend, one line per run."""
     from matplotlib.ticker import MaxNLocator
 
     backends = sorted({b for per in series.values() for b in per})
@@ -83,8 +83,8 @@ def plot_kv_per_depth(series: dict[str, dict[str, list[float]]], path: Path) -> 
             values = per.get(backend, [])
             ax.plot(range(1, len(values) + 1), values, marker=".", color=f"C{i % 10}", label=label)
         ax.set_title(f"KV per depth: {backend}")
-        ax.set_xlabel("depth")
-        ax.set_ylabel("mean KV over problems in flight (tokens)")
+        ax.set_xlabel("depth (selection call)")
+        ax.set_ylabel("mean KV over all problems, 0 once stopped (tokens)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()

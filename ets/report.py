@@ -2,8 +2,10 @@
 
 Every directory below the path holding ``summary.json`` and ``config.yaml`` is a run (runs
 nested in a run, e.g. ``rerun-1/``, are left out). Writes ``report.md`` (a row per run;
-mean and t-based 95% CI across seeds), ``accuracy_vs_kv.png`` (Pareto front marked),
-``kv_per_depth.png`` and a budget curve subsampled from one run (:mod:`ets.budget`).
+mean and t-based 95% CI across seeds; a KV table with the after-pruning view, the
+newest-step share and, with ``--baseline RUN``, each run's KV ratios to that run),
+``accuracy_vs_kv.png`` (Pareto front marked), ``kv_per_depth.png`` and a budget curve
+subsampled from one run (:mod:`ets.budget`).
 """
 
 from __future__ import annotations
@@ -37,12 +39,42 @@ def _backends(runs: Sequence[Run]) -> list[str]:
     return sorted({b for r in runs for b in r.summary["kv"]})
 
 
+def _views(runs: Sequence[Run]) -> list[str]:
+    """Backends with the per-problem ``total`` (every backend but the engine's gauge)."""
+    return [b for b in _backends(runs) if any("total" in r.summary["kv"].get(b, {}) for r in runs)]
+
+
 def _acc(vote: str) -> Callable[[Run], Any]:
     return lambda r: r.summary["accuracy"].get(vote)
 
 
-def _kv(backend: str, stat: str) -> Callable[[Run], Any]:
-    return lambda r: r.summary["kv"].get(backend, {}).get(stat)
+def _kv(backend: str, stat: str, view: str | None = None) -> Callable[[Run], Any]:
+    def get(r: Run) -> Any:
+        kv = r.summary["kv"].get(backend, {})
+        return (kv.get(view, {}) if view else kv).get(stat)
+    return get
+
+
+def kv_ratio(run: Run, baseline: Run, backend: str, stat: str) -> float | None:
+    """Baseline KV / this run's KV (the paper's "1.8x smaller" reads as 1.8); None if missing."""
+    ours, base = _kv(backend, stat)(run), _kv(backend, stat)(baseline)
+    return None if ours is None or base is None or ours == 0 else base / ours
+
+
+def pick_baseline(runs: Sequence[Run], wanted: str) -> Run:
+    """The run named ``wanted`` (its name or path), else the one run whose name contains it.
+
+    Raises:
+        SystemExit: No run or several runs match, naming the runs.
+    """
+    exact = [r for r in runs if wanted in (r.name, str(r.path))
+             or Path(wanted).resolve() == r.path.resolve()]
+    found = exact or [r for r in runs if wanted in r.name]
+    if len(found) != 1:
+        what = "no run" if not found else f"{len(found)} runs"
+        raise SystemExit(f"ets.report: --baseline {wanted!r} matches {what}; runs: "
+                         + ", ".join(r.name for r in (found or runs)))
+    return found[0]
 
 
 def _cfg(key: str) -> Callable[[Run], Any]:
@@ -63,6 +95,8 @@ def run_columns(runs: Sequence[Run]) -> list[Column]:
     cols += [(f"acc {SHORT[v]}", _acc(v), ".4f") for v in VOTES]
     for b in _backends(runs):
         cols += [(f"KV {b} mean", _kv(b, "mean"), ".2f"), (f"KV {b} peak", _kv(b, "peak"), "")]
+        if b in _views(runs):
+            cols.append((f"KV {b} total", _kv(b, "total"), ".1f"))
     return cols + [("tokens", _sum("tokens_generated"), ""), ("wall s", _sum("wall_time_s"), ".2f")]
 
 
@@ -70,6 +104,7 @@ def ci_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     """Across seeds: ``mean ± half-width`` of the t-based 95% CI (mean alone for one seed)."""
     metrics: list[Column] = [(f"acc {SHORT[v]}", _acc(v), ".4f") for v in VOTES]
     metrics += [(f"KV {b} mean", _kv(b, "mean"), ".2f") for b in _backends(runs)]
+    metrics += [(f"KV {b} total", _kv(b, "total"), ".1f") for b in _views(runs)]
     metrics += [("tokens", _sum("tokens_generated"), ".1f"), ("wall s", _sum("wall_time_s"), ".2f")]
     header = ["selector", "W", "λ", "coverage w", "seeds", "n"] + [m[0] for m in metrics]
     rows = []
@@ -88,6 +123,30 @@ def ci_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def kv_table(runs: Sequence[Run], baseline: Run | None = None) -> tuple[list[str], list[list[str]]]:
+    """One row per run and KV backend: before/after pruning, newest-step share, ratios.
+
+    ``mean``: over (problem, selection call) pairs; ``total``: per problem, summed over its
+    selection calls, averaged over problems (with ``paper``: the reference's number).
+    ``× base``: the baseline run's KV over this run's (> 1: this run holds less).
+    """
+    header = ["run", "selector", "backend", "mean", "total", "after pruning mean",
+              "after pruning total", "newest-step share"]
+    if baseline is not None:
+        header += [f"mean × {baseline.name}", f"total × {baseline.name}"]
+    rows = []
+    for r in runs:
+        for b in _views(runs):
+            row = [r.name, r.selector, b, _fmt(_kv(b, "mean")(r), ".2f"), _fmt(_kv(b, "total")(r), ".1f"),
+                   _fmt(_kv(b, "mean", "after_pruning")(r), ".2f"),
+                   _fmt(_kv(b, "total", "after_pruning")(r), ".1f"),
+                   _fmt(_kv(b, "share", "newest_step")(r), ".3f")]
+            if baseline is not None:
+                row += [_fmt(kv_ratio(r, baseline, b, stat), ".3f") for stat in ("mean", "total")]
+            rows.append(row)
+    return header, rows
+
+
 def _depth_runs(runs: Sequence[Run], points: list[dict[str, Any]], wanted: Sequence[str] | None) -> list[Run]:
     if wanted:
         return [r for r in runs if any(w in r.name for w in wanted)]
@@ -97,7 +156,7 @@ def _depth_runs(runs: Sequence[Run], points: list[dict[str, Any]], wanted: Seque
 
 def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", samples: int = 64,
                  seed: int = 0, depth_runs: Sequence[str] | None = None, use_wandb: bool = False,
-                 project: str = "ets", entity: str | None = None) -> Path:
+                 project: str = "ets", entity: str | None = None, baseline: str | None = None) -> Path:
     """Write ``report.md`` and the PNGs into ``out`` (default ``root``); returns the report path.
 
     Args:
@@ -106,6 +165,7 @@ def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", s
         budget: ``auto`` (widest best-of-N run, else widest run), ``none``, or a run dir.
         samples, seed: Subsets per (problem, N) and RNG seed of the budget curve.
         depth_runs: Substrings of run names for the KV-per-depth plot (default: Pareto front).
+        baseline: A run (name, path or unique name substring) for the KV ratio columns.
         use_wandb: Also log the tables and images to W&B (``--wandb``).
         project, entity: W&B destination for ``use_wandb``.
     """
@@ -119,6 +179,7 @@ def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", s
     cols = run_columns(runs)
     rows = [[_fmt(get(r), spec) for _, get, spec in cols] for r in runs]
     ci_header, ci_rows = ci_table(runs)
+    kv_header, kv_rows = kv_table(runs, pick_baseline(runs, baseline) if baseline else None)
     points = [{"kv": r.summary["kv"][headline]["mean"], "selector": r.selector, "label": r.name,
                "accuracy": r.summary["accuracy"]["weighted_majority"]} for r in runs]
     images = [plots.plot_accuracy_vs_kv(points, headline, out / "accuracy_vs_kv.png")]
@@ -131,10 +192,20 @@ def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", s
           "acc: wmaj = weighted majority, maj = majority, bon = best-of-N, cov = coverage.", "",
           "## Runs", "", markdown([c[0] for c in cols], rows), "",
           "## Across seeds (runs identical but for `search.seed`): mean ± 95% CI (t)", "",
-          markdown(ci_header, ci_rows), "", "## Plots", "",
+          markdown(ci_header, ci_rows), "",
+          "## KV: totals, after pruning, newest step" + (f", ratios to {baseline}" if baseline else ""),
+          "", "`mean`: over (problem, selection call) pairs. `total`: per problem, summed over its "
+          "selection calls (no measurement where the search stops), mean over problems; for "
+          "`paper` this is the ETS reference's \"Total KV cache size\" per problem, the number the "
+          "paper's 1.8x compares. `after pruning`: only the paths of candidates given >= 1 child. "
+          "`newest-step share`: tokens of the candidates' own newest step / KV held, over all "
+          "calls. `× base`: the baseline's KV / the run's (> 1: less KV than the baseline).", "",
+          markdown(kv_header, kv_rows), "", "## Plots", "",
           f"![accuracy vs KV]({images[0].name}) — Pareto front (least KV for its accuracy) dashed."]
     if chosen:
-        md += ["", f"![KV per depth](kv_per_depth.png) — runs: {', '.join(r.name for r in chosen)}."]
+        md += ["", f"![KV per depth](kv_per_depth.png) — runs: {', '.join(r.name for r in chosen)}; "
+               "mean over all problems, a problem that has stopped counting 0 (each curve sums "
+               "to the run's KV total)."]
     curve, source = _budget(runs, root, budget, samples, seed)
     if curve is not None and source is not None:
         label = f"subsampled from one N={curve['n_source']} run: {source.name} ({source.selector})"
@@ -149,7 +220,8 @@ def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", s
     report = out / "report.md"
     report.write_text("\n".join(md) + "\n", encoding="utf-8")
     if use_wandb:
-        _log_wandb(root, out, (cols, rows), (ci_header, ci_rows), images, project, entity)
+        _log_wandb(root, out, (cols, rows), (ci_header, ci_rows), images, project, entity,
+                   (kv_header, kv_rows))
     return report
 
 
@@ -173,7 +245,7 @@ def _budget(runs: Sequence[Run], root: Path, budget: str, samples: int,
 
 def _log_wandb(root: Path, out: Path, runs_table: tuple[list[Column], list[list[str]]],
                ci: tuple[list[str], list[list[str]]], images: list[Path], project: str,
-               entity: str | None) -> None:
+               entity: str | None, kv: tuple[list[str], list[list[str]]]) -> None:
     import wandb
 
     from ets.trackers.wandb import resolve_mode
@@ -187,6 +259,7 @@ def _log_wandb(root: Path, out: Path, runs_table: tuple[list[Column], list[list[
     try:
         run.log({"report/runs": wandb.Table(columns=[c[0] for c in runs_table[0]], data=runs_table[1]),
                  "report/across_seeds": wandb.Table(columns=ci[0], data=ci[1]),
+                 "report/kv": wandb.Table(columns=kv[0], data=kv[1]),
                  **{f"report/{p.stem}": wandb.Image(str(p)) for p in images}})
     finally:
         run.finish()
@@ -203,12 +276,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--budget", default="auto", help="budget-curve source: auto, none or a run dir")
     ap.add_argument("--samples", type=int, default=64, help="budget curve: subsets per problem and N")
     ap.add_argument("--seed", type=int, default=0, help="budget curve: subsampling seed")
+    ap.add_argument("--baseline", default=None,
+                    help="run (name, path or unique name substring) for the KV ratio columns")
     ap.add_argument("--depth-runs", nargs="*", default=None,
                     help="substrings of run names for the KV-per-depth plot (default: Pareto front)")
     args = ap.parse_args(argv)
     report = write_report(args.path, args.out, budget=args.budget, samples=args.samples,
                           seed=args.seed, depth_runs=args.depth_runs, use_wandb=args.wandb,
-                          project=args.project, entity=args.entity)
+                          project=args.project, entity=args.entity, baseline=args.baseline)
     print(f"wrote {report}")
     return 0
 

@@ -123,19 +123,17 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float 
 
 
 def kv_per_depth(run: Run) -> dict[str, list[float]]:
-    """Per backend: mean KV at each depth over the problems still searching at that depth."""
-    sums: dict[str, list[float]] = {}
-    counts: dict[str, list[int]] = {}
+    """Per backend: mean KV at each selection call (depth) over *all* the run's problems, a
+    problem that has stopped counting 0 (so the curve sums to the run's ``total``)."""
+    series: dict[str, list[list[int]]] = {}
     for rec in read_records(run.path / "problems.jsonl"):
         for b, stats in rec["kv"].items():
-            s, c = sums.setdefault(b, []), counts.setdefault(b, [])
-            for d, value in enumerate(stats["per_depth"]):
-                if d == len(s):
-                    s.append(0.0)
-                    c.append(0)
-                s[d] += value
-                c[d] += 1
-    return {b: [x / n for x, n in zip(sums[b], counts[b])] for b in sums}
+            series.setdefault(b, []).append(stats["per_depth"])
+    out: dict[str, list[float]] = {}
+    for b, problems in series.items():
+        depth = max((len(s) for s in problems), default=0)
+        out[b] = [sum(s[d] for s in problems if d < len(s)) / len(problems) for d in range(depth)]
+    return out
 
 
 def choose_budget_run(runs: Sequence[Run]) -> Run | None:

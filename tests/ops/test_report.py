@@ -15,9 +15,9 @@ from scipy.stats import t as student_t
 
 from ets.budget import budget_curve, budgets, trajectories
 from ets.plots import pareto_front
-from ets.report import main
-from ets.results import read_records
-from ets.runs import find_runs, load_grader, load_runs, mean_ci, short_names
+from ets.report import main, pick_baseline
+from ets.results import VOTES, read_records, summarize
+from ets.runs import find_runs, kv_per_depth, load_grader, load_runs, mean_ci, short_names
 from tests.conftest import ROOT
 from tests.ops.wandb_log import offline_runs, read_offline_run
 
@@ -179,3 +179,73 @@ def test_report_wandb_logs_tables_and_images(sweep, tmp_path, monkeypatch):
     assert [n.split("_0_")[0] for n in images] == ["accuracy_vs_kv", "kv_per_depth"]  # no budget
     table = json.loads(next((run_dir / "files" / "media" / "table").rglob("runs_*.table.json")).read_text())
     assert len(table["data"]) == 4 and table["columns"][0] == "run"
+
+
+# --- KV totals, ratios to a baseline, per-depth curves: two hand-made runs ------------------
+
+
+def _kv_record(pid: str, before: list[int], after: list[int], newest: int) -> dict:
+    kv = {"per_depth": before, "mean": sum(before) / len(before), "peak": max(before),
+          "total": sum(before), "after_pruning": {"per_depth": after},
+          "newest_step": {"total": newest}}
+    return {"id": pid, "correct": dict.fromkeys(VOTES, True), "tokens": 1, "kv": {"paper": kv}}
+
+
+HAND_RUNS = {  # run: (selector, [(per-depth KV before pruning, after pruning, newest-step tokens)])
+    "rebase": ("rebase.RebaseSelector", [([10, 20, 30], [5, 10, 15], 30), ([40], [20], 12)]),
+    "ets": ("ets.ETSSelector", [([10, 10], [4, 6], 8), ([20], [10], 4)]),
+}
+
+
+@pytest.fixture
+def hand_runs(tmp_path) -> Path:
+    for name, (target, problems) in HAND_RUNS.items():
+        d = tmp_path / name
+        d.mkdir()
+        records = [_kv_record(f"p{i}", *p) for i, p in enumerate(problems)]
+        with open(d / "problems.jsonl", "w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in records)
+        (d / "summary.json").write_text(json.dumps(summarize(records, wall_time_s=1.0)))
+        (d / "config.yaml").write_text(json.dumps(
+            {"selector": {"_target_": f"ets.selectors.{target}"}, "search": {"width": 4, "seed": 0}}))
+    return tmp_path
+
+
+def test_kv_table_ratios_to_the_baseline_by_hand(hand_runs, tmp_path):
+    out = tmp_path / "out"
+    assert main([str(hand_runs), "--out", str(out), "--budget", "none", "--baseline", "rebase"]) == 0
+    md = (out / "report.md").read_text()
+    header, rows = _table(md, "## KV")
+    cells = {r[0]: dict(zip(header, r)) for r in rows}
+    assert len(rows) == 2 and header[-2:] == ["mean × rebase", "total × rebase"]
+    # rebase: mean over 4 calls (10+20+30+40)/4 = 25, total (60 + 40)/2 = 50
+    # ets: mean (10+10+20)/3 = 13.33, total (20 + 20)/2 = 20 → ratios 25/13.33 = 1.875, 50/20 = 2.5
+    assert cells["rebase"]["mean"] == "25.00" and cells["rebase"]["total"] == "50.0"
+    assert cells["ets"]["mean"] == "13.33" and cells["ets"]["total"] == "20.0"
+    assert cells["ets"]["mean × rebase"] == "1.875" and cells["ets"]["total × rebase"] == "2.500"
+    assert cells["rebase"]["mean × rebase"] == "1.000" and cells["rebase"]["total × rebase"] == "1.000"
+    # after pruning: rebase (5+10+15+20)/4 = 12.5, total (30+20)/2 = 25; ets 20/3, (10+10)/2
+    assert (cells["rebase"]["after pruning mean"], cells["rebase"]["after pruning total"]) == ("12.50", "25.0")
+    assert (cells["ets"]["after pruning mean"], cells["ets"]["after pruning total"]) == ("6.67", "10.0")
+    # newest-step share: (30+12)/100 and (8+4)/40
+    assert cells["rebase"]["newest-step share"] == "0.420" and cells["ets"]["newest-step share"] == "0.300"
+    runs_header, runs_rows = _table(md, "## Runs")
+    assert {dict(zip(runs_header, r))["KV paper total"] for r in runs_rows} == {"50.0", "20.0"}
+
+
+def test_kv_per_depth_counts_stopped_problems_as_zero(hand_runs):
+    runs = {r.name: r for r in load_runs(hand_runs)}
+    assert kv_per_depth(runs["rebase"]) == {"paper": [25.0, 10.0, 15.0]}  # (10+40)/2, (20+0)/2, (30+0)/2
+    assert kv_per_depth(runs["ets"]) == {"paper": [15.0, 5.0]}
+    for run in runs.values():  # the curve sums to the run's total
+        assert sum(kv_per_depth(run)["paper"]) == pytest.approx(run.summary["kv"]["paper"]["total"])
+
+
+def test_baseline_must_name_exactly_one_run(hand_runs):
+    runs = load_runs(hand_runs)
+    assert pick_baseline(runs, "ets").name == "ets"
+    assert pick_baseline(runs, str(hand_runs / "rebase")).name == "rebase"
+    with pytest.raises(SystemExit, match="'nope' matches no run; runs: ets, rebase"):
+        pick_baseline(runs, "nope")
+    with pytest.raises(SystemExit, match="'e' matches 2 runs"):
+        pick_baseline(runs, "e")
