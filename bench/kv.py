@@ -8,7 +8,9 @@ steps (so ~600-token paths), and at each depth ``live`` frontier nodes, each
 expanded into 4 children (one in four an exact copy of a sibling) before
 ``live`` of them are kept. In the ``header`` trees every step starts with the
 same 4 tokens (like "## Step k:"), so siblings share tokens across nodes.
-Prints the median microseconds per ``measure`` call.
+Prints the median microseconds per ``measure`` call, then per selection call of
+:class:`ets.kv.accounting.ProblemKV` (all three backends, before and after pruning,
+half the frontier kept).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import statistics
 import time
 
 from ets.kv import PagedKV, PaperKV, RadixKV
+from ets.kv.accounting import KVAccounting
 from ets.protocols import KVBackend
 from ets.tree import Node, Tree
 
@@ -68,6 +71,16 @@ def main() -> None:
                 us = median_us(b, tree, live, args.repeats)
                 kv = b.measure(tree, live)
                 print(f"{kind:>7} {n_live:>5} {mean_len:>9.0f} {b.name:>8} {us:>10.1f} {kv:>10}")
+            accounting = KVAccounting(backends, "paper")
+            counts = [i % 2 for i in range(len(live))]
+            times = []
+            for _ in range(args.repeats):
+                log = accounting.problem()
+                t0 = time.perf_counter()
+                log.observe(tree, live, counts)
+                times.append(time.perf_counter() - t0)
+            us = statistics.median(times) * 1e6
+            print(f"{kind:>7} {n_live:>5} {mean_len:>9.0f} {'observe':>8} {us:>10.1f} {'':>10}")
 
 
 if __name__ == "__main__":
