@@ -181,7 +181,7 @@ class Search:
             "tokens_generated": self.counters.tokens_generated,
         }
         for name in self.kv.names:
-            vals = [v for v in (s.kv.last(name) for s in live) if v is not None]
+            vals = [s.kv.last(name) for s in live if s.expand]  # measured at this step
             metrics[f"kv_{name}"] = sum(vals) / len(vals) if vals else 0.0
         if self.engine_series:
             metrics.update({f"engine_{k}": v for k, v in self.engine_series[-1].items()})

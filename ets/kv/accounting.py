@@ -111,10 +111,10 @@ class ProblemKV:
         """Selection calls recorded so far."""
         return len(self.newest)
 
-    def last(self, name: str) -> int | None:
-        """The latest before-pruning measurement of backend ``name`` (None before the first)."""
+    def last(self, name: str) -> int:
+        """The latest before-pruning measurement of backend ``name`` (0 before the first)."""
         vals = self.before[name]
-        return vals[-1] if vals else None
+        return vals[-1] if vals else 0
 
     def summary(self) -> dict[str, Any]:
         """Per backend: the before-pruning series and stats, ``after_pruning``, ``newest_step``."""

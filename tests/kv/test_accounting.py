@@ -223,3 +223,18 @@ def test_no_measurement_when_the_search_stops(compose_cfg):
     search._select(state, extra)  # width used up, a candidate left: stop, no measurement
     assert state.kv.calls == 1 and spy.calls["q"] == 1 and state.expand == []
     assert run_kv([{"kv": state.kv.summary()}])["paper"]["total"] == 2
+
+
+def test_depth_metrics_average_the_problems_measured_at_that_step(compose_cfg):
+    """The per-depth KV aggregate is over the problems that selected at this step only."""
+    cfg = compose_cfg("+experiment=synthetic", "dataset.limit=6", "search.width=8",
+                      "search.concurrency=6", "selector=rebase")
+    search, dataset = build_search(cfg)
+    depth_rows: list[dict[str, float]] = []
+    rows: list[dict[str, Any]] = []
+    search.run(dataset.load(), rows.append, depth_rows.append)
+    assert len(depth_rows) == max(r["depths"] for r in rows)  # all 6 in flight from the start
+    for d, metrics in enumerate(depth_rows):
+        vals = [r["kv"]["radix"]["per_depth"][d] for r in rows if d < len(r["kv"]["radix"]["per_depth"])]
+        assert metrics["kv_radix"] == pytest.approx(sum(vals) / len(vals) if vals else 0.0)
+    assert any(len(r["kv"]["radix"]["per_depth"]) < r["depths"] for r in rows)
