@@ -5,9 +5,10 @@ selector is asked to allocate children to the candidates (the new unfinished chi
 a depth) while width remains. No measurement is taken when the search stops instead
 (no candidate left, or the width used up): the reference (SqueezeAILab/ETS ``rebase.py``,
 ``select_and_expand``) returns before its ``select_*`` method, which is where it calls
-``get_kv_size``. The reference also measures once at depth 0 with the root alone (the
-prompt, ~2 tokens through its tokenizer bug); we start at the first depth of steps, so the
-``paper`` total misses only those ~2 tokens per problem.
+``get_kv_size``. The reference also counts the root (the prompt, ~2 tokens through its
+tokenizer bug: ``len`` of a ``BatchEncoding``) in every measurement, and measures once more
+at depth 0 with the root alone; ``paper`` leaves the prompt out and starts at the first depth
+of steps, so its total is the reference's less ~2 tokens per selection call, plus one call.
 
 Three views per backend, per problem (:meth:`ProblemKV.summary`) and per run (:func:`run_kv`):
 
