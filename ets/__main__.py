@@ -37,14 +37,14 @@ def main(cfg: DictConfig) -> float:
 
 def _remove_if_unused(run_dir: Path) -> None:
     """Remove the run dir Hydra made for a run that failed its config check, only when it
-    holds nothing but Hydra's ``.hydra`` folder, log files and lock files (never a dir with
-    results or a saved config in it)."""
+    holds nothing but Hydra's ``.hydra`` folder and log files (never a dir with results, a
+    saved config or a lock of a process that may be using it)."""
     import shutil
 
     if not run_dir.is_dir():
         return
     entries = list(run_dir.iterdir())
-    if all(p.name == ".hydra" or p.suffix in (".log", ".lock") for p in entries):
+    if all(p.name == ".hydra" or p.suffix == ".log" for p in entries):
         for p in entries:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         run_dir.rmdir()
