@@ -44,8 +44,9 @@ def _clause(tail: str) -> str:
     """``tail`` up to the end of its sentence or clause: a period (not a decimal point) or a
     comma / semicolon outside brackets and ``$...$``."""
     depth, math = 0, False
+    paired = tail.count("$") % 2 == 0  # an odd "$" is a currency sign, not LaTeX math
     for i, ch in enumerate(tail):
-        if ch == "$":
+        if ch == "$" and paired:
             math = not math
         elif ch in "([{":
             depth += 1
