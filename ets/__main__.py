@@ -18,14 +18,36 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     """Run one experiment; returns weighted-majority accuracy (for sweepers)."""
     from ets.run import format_summary, run
+    from ets.signals import exit_code, resume_hint, stop_on_signals
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        with stop_on_signals():
+            summary = run(cfg, run_dir)
     except ConfigError as exc:
         print(f"ets: invalid config: {exc}", file=sys.stderr)
+        _remove_if_unused(run_dir)
         sys.exit(2)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: run() has finished the tracker
+        print(resume_hint(exc, run_dir), file=sys.stderr)
+        sys.exit(exit_code(exc))
     print(format_summary(summary))
     return float(summary["accuracy"]["weighted_majority"])
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Remove the run dir Hydra made for a run that failed its config check, only when it
+    holds nothing but Hydra's ``.hydra`` folder and log files (never a dir with results, a
+    saved config or a lock of a process that may be using it)."""
+    import shutil
+
+    if not run_dir.is_dir():
+        return
+    entries = list(run_dir.iterdir())
+    if all(p.name == ".hydra" or p.suffix == ".log" for p in entries):
+        for p in entries:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        run_dir.rmdir()
 
 
 if __name__ == "__main__":

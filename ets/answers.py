@@ -9,7 +9,21 @@ from collections.abc import Callable, Sequence
 from ets.protocols import Grader
 from ets.tree import Node
 
-_ANSWER_IS = re.compile(r"[Tt]he (?:final )?answer is[:\s]*\$?(.+?)\$?\s*(?:\.\s*$|\n|$)")
+# "The answer is" counts only where a sentence states it: at the start of a line or of a
+# sentence (after . ! ? or :), after Markdown emphasis or a bullet, optionally after a
+# connective ("So", "Thus, the final answer is"). Only the first letter of the marker may
+# differ in case (a sentence start). "... see what the answer is going to look like"
+# is not a statement of the answer: it is mid-sentence and its tail is not answer-shaped.
+_LEAD = r"(?:(?i:so|thus|therefore|hence|finally|in conclusion|in summary|overall)[,:]?\s+)?"
+_ANSWER_IS = re.compile(
+    r"(?:^|(?<=[.!?:])[ \t]+|(?<=,)[ \t]+(?=(?i:so|thus|therefore|hence)\s))"
+    r"[ \t>*_#-]*" + _LEAD + r"[Tt]he[ \t]+(?:final[ \t]+)?answer[ \t]+is\b[ \t]*(?::|=)?[ \t]*"
+    r"(?P<tail>[^\n]*)",
+    re.M,
+)
+_MAX_ANSWER_CHARS = 80
+_MATHY = re.compile(r"[\d\\=+*/^()\[\]{}<>|π∞√%-]")
+_WORD = re.compile(r"[A-Za-z]{2,}")
 _GSM8K = re.compile(r"####\s*([^\n]+)")
 
 
@@ -26,9 +40,53 @@ def _last_boxed(text: str) -> str | None:
     return None  # unbalanced: the box is not closed yet
 
 
+def _clause(tail: str) -> str:
+    """``tail`` up to the end of its sentence or clause: a period (not a decimal point) or a
+    comma / semicolon outside brackets and ``$...$``."""
+    depth, math = 0, False
+    paired = tail.count("$") % 2 == 0  # an odd "$" is a currency sign, not LaTeX math
+    for i, ch in enumerate(tail):
+        if ch == "$" and paired:
+            math = not math
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif not math and depth <= 0:
+            if ch == "." and (i + 1 == len(tail) or tail[i + 1].isspace()):
+                return tail[:i]
+            if ch in ",;" and (i + 1 == len(tail) or tail[i + 1].isspace()):
+                return tail[:i]
+    return tail
+
+
+def answer_shaped(text: str) -> bool:
+    """Whether ``text`` reads as a final answer rather than the rest of a sentence.
+
+    Answer-shaped: at most 80 characters, and either mathematical (a digit, a LaTeX
+    command, an operator or bracket) with at most three words beside it ("18 dollars",
+    "$12.50 per hour"), or a single word ("B", "yes", "infinity").
+    """
+    if not text or len(text) > _MAX_ANSWER_CHARS:
+        return False
+    words = _WORD.findall(re.sub(r"\\[A-Za-z]+", " ", text))  # LaTeX commands are not words
+    if _MATHY.search(text):
+        return len(words) <= 3
+    return len(text.split()) == 1
+
+
 def _answer_is(text: str) -> str | None:
-    found = _ANSWER_IS.findall(text)
-    return found[-1].strip().rstrip(".") if found else None
+    """The last answer-shaped statement "The answer is X" (see :data:`_ANSWER_IS`)."""
+    for match in reversed(list(_ANSWER_IS.finditer(text))):
+        tail = match.group("tail").strip().strip("*_").strip()
+        boxed = _last_boxed(tail) if "\\boxed{" in tail else None
+        answer = boxed if boxed else _clause(tail).strip().strip("*_").strip()
+        if answer.startswith("$") and answer.endswith("$") and len(answer) > 1:
+            answer = answer.strip("$").strip()
+        answer = answer.rstrip(".").strip()
+        if answer_shaped(answer):
+            return answer
+    return None
 
 
 def _gsm8k(text: str) -> str | None:

@@ -3,13 +3,14 @@
 Every ``conf/<group>/<name>.yaml`` extends its schema (``defaults: [/schema/<group>/<name>@_here_]``),
 so a misspelt key or a value of the wrong type fails at composition with the key named.
 Enum-typed fields list their allowed values in the error. Numeric ranges are declared
-in field metadata (``ge``/``gt``) and checked by :func:`validate` right after composition.
+in field metadata (``ge``/``gt``/``le``; probabilities are capped at 1) and checked by :func:`validate` right after composition.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -172,12 +173,12 @@ class PolicyConf(Component):
 @dataclass
 class SyntheticPolicyConf(PolicyConf):
     seed: int = 0
-    base_error: float = _num(0.10, ge=0)
+    base_error: float = _num(0.10, ge=0, le=1)
     error_slope: float = _num(0.30, ge=0)
-    loop_base: float = _num(0.005, ge=0)
+    loop_base: float = _num(0.005, ge=0, le=1)
     loop_slope: float = _num(0.015, ge=0)
-    detour_correct: float = _num(0.05, ge=0)
-    detour_wrong: float = _num(0.25, ge=0)
+    detour_correct: float = _num(0.05, ge=0, le=1)
+    detour_wrong: float = _num(0.25, ge=0, le=1)
     n_paraphrases: int = _num(4, ge=1)
 
 
@@ -280,7 +281,7 @@ class PromptedPolicyConf(PolicyConf):
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     response_prefix: str = ""
     temperature: float = _num(1.0, ge=0)
-    top_p: float = _num(1.0, gt=0)
+    top_p: float = _num(1.0, gt=0, le=1)
 
 
 @dataclass
@@ -301,7 +302,7 @@ class VLLMPolicyConf(PromptedPolicyConf):
 
     dtype: ModelDtype = ModelDtype.auto
     tensor_parallel_size: int = _num(1, ge=1)
-    gpu_memory_utilization: float = _num(0.9, gt=0)
+    gpu_memory_utilization: float = _num(0.9, gt=0, le=1)
     max_model_len: int | None = _num(None, ge=1)
     block_size: int | None = _num(None, ge=1)
     enable_prefix_caching: bool = True
@@ -338,7 +339,7 @@ class VLLMRewardPRMConf(Component):
     trust_remote_code: bool = False
     dtype: ModelDtype = ModelDtype.auto
     tensor_parallel_size: int = _num(1, ge=1)
-    gpu_memory_utilization: float = _num(0.9, gt=0)
+    gpu_memory_utilization: float = _num(0.9, gt=0, le=1)
     max_model_len: int | None = _num(None, ge=1)
     enforce_eager: bool = False
     cpu_kv_space_gb: float | None = _num(None, gt=0)
@@ -463,6 +464,8 @@ def _check_bounds(node: Any, schema: type, path: str) -> None:
             raise ConfigError(f"{key}={value} is invalid: must be >= {f.metadata['ge']}")
         if "gt" in f.metadata and value <= f.metadata["gt"]:
             raise ConfigError(f"{key}={value} is invalid: must be > {f.metadata['gt']}")
+        if "le" in f.metadata and value > f.metadata["le"]:
+            raise ConfigError(f"{key}={value} is invalid: must be <= {f.metadata['le']}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -480,6 +483,14 @@ def validate(cfg: DictConfig) -> None:
         schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
         if schema is not None and is_dataclass(schema):
             _check_bounds(node, schema, str(key))
+    dataset = cfg.get("dataset")
+    if isinstance(dataset, DictConfig) and dataset.get("shard") not in (None, ""):
+        from ets.datasets import parse_shard
+
+        try:
+            parse_shard(dataset.shard)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
     search = cfg.get("search")
     if search is not None and search.max_step_tokens > search.max_tokens:
         raise ConfigError(
@@ -488,4 +499,25 @@ def validate(cfg: DictConfig) -> None:
         )
 
 
-__all__ = ["ConfigError", "register_configs", "validate", "SCHEMAS"]
+def save_config(cfg: DictConfig, path: Path) -> None:
+    """Write the resolved ``cfg`` to ``path`` atomically: a unique temp file in the same
+    folder, fsync'd, then renamed over ``path``. A full disk leaves the old file (or none),
+    never a truncated one; the temp file is removed on failure."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["ConfigError", "register_configs", "validate", "save_config", "SCHEMAS"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import re
+from concurrent.futures.process import BrokenProcessPool
 from fractions import Fraction
-from functools import lru_cache
 
+log = logging.getLogger("ets.grading")
 _NUM = re.compile(r"^[-+]?\d*\.?\d+(?:/\d+)?$")
 
 
@@ -51,6 +53,12 @@ class MathVerifyGrader:
     instead; a comparison that exceeds ``timeout_s`` counts as not equivalent and the
     worker is replaced. Exact numeric matches short-circuit without a worker call.
 
+    If the worker process dies (``BrokenProcessPool``: killed, out of memory) the pool is
+    recreated and the comparison retried once. Only verdicts math-verify actually gave are
+    cached; a comparison that failed (timeout, dead worker twice, an error) counts as not
+    equivalent, is counted in :attr:`failures` (``grading_failures`` in the run summary)
+    and is tried again the next time it is asked.
+
     Args:
         timeout_s: Seconds per comparison.
     """
@@ -58,28 +66,55 @@ class MathVerifyGrader:
     def __init__(self, timeout_s: float = 5.0) -> None:
         self.timeout_s = timeout_s
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._cache: dict[tuple[str, str], bool] = {}
         self.timeouts = 0
+        self.failures = 0
 
     def __getstate__(self) -> dict:
-        return {"timeout_s": self.timeout_s, "_pool": None, "timeouts": 0}
+        return {"timeout_s": self.timeout_s, "_pool": None, "_cache": {}, "timeouts": 0, "failures": 0}
 
-    @lru_cache(maxsize=65536)  # noqa: B019 - graders live for the whole run
     def equivalent(self, gold: str, pred: str) -> bool:
         if gold.strip() == pred.strip():
             return True
         g, p = parse_number(gold), parse_number(pred)
         if g is not None and p is not None:
             return g == p
-        if self._pool is None:
-            self._pool = cf.ProcessPoolExecutor(max_workers=1)
-        try:
-            return self._pool.submit(_verify, gold, pred).result(timeout=self.timeout_s)
-        except cf.TimeoutError:
-            self.timeouts += 1
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list(getattr(self._pool, "_processes", {}).values()):
-                proc.kill()
-            self._pool = None
-            return False
-        except Exception:
-            return False
+        key = (gold, pred)
+        if key not in self._cache:
+            verdict = self._verify(gold, pred)
+            if verdict is None:
+                self.failures += 1
+                return False
+            self._cache[key] = verdict
+        return self._cache[key]
+
+    def _verify(self, gold: str, pred: str) -> bool | None:
+        """math-verify's verdict in the worker, or None when none could be had."""
+        for attempt in range(2):
+            if self._pool is None:
+                self._pool = cf.ProcessPoolExecutor(max_workers=1)
+            try:
+                return self._pool.submit(_verify, gold, pred).result(timeout=self.timeout_s)
+            except cf.TimeoutError:
+                self.timeouts += 1
+                self._discard_pool()
+                return None
+            except BrokenProcessPool:  # the worker died: a new one, and one more try
+                log.warning("math-verify worker died (attempt %d of 2); starting a new one", attempt + 1)
+                self._discard_pool()
+            except Exception as exc:  # noqa: BLE001 - math-verify raising counts as a failure
+                log.warning("math-verify failed on %r vs %r: %s: %s", gold, pred, type(exc).__name__, exc)
+                return None
+        return None
+
+    def _discard_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.kill()
+
+    def close(self) -> None:
+        """Stop the worker process."""
+        self._discard_pool()

@@ -12,8 +12,10 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ets.config import validate
+from ets.config import save_config, validate
 from ets.kv.accounting import KVAccounting
+from ets.policies.vllm import begin_job
+from ets.preflight import check_context
 from ets.results import ResultsFile, environment, summarize, write_json
 from ets.search import Search
 
@@ -58,9 +60,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run (or resume) one search experiment into ``run_dir``; returns the summary."""
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    begin_job()  # engines of earlier jobs in this process are idle from now on (issue 12.8)
     search, dataset = build_search(cfg)
     tracker = _build(cfg, "tracker")
     problems = dataset.load()
+    check_context(search.policy, problems, cfg.search.max_tokens)
     results = ResultsFile(run_dir / "problems.jsonl")
     records = results.load()  # the file is read once; new records are kept as they are written
     done = {r["id"] for r in records}
@@ -69,7 +73,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if done:
         log.info("resuming: %d of %d problems already done", len(done & ids), len(problems))
     previous = _previous_summary(run_dir)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    save_config(cfg, run_dir / "config.yaml")
     write_json(run_dir / "run.json", {**environment(ROOT), "seed": cfg.search.seed,
                                       "problems_todo": len(todo)})
     summary: dict[str, Any] | None = None
@@ -99,10 +103,23 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         )
         if search.engine_series:
             summary["kv"]["engine"] = engine_kv(search.engine_series)
+        summary["grading_failures"] = getattr(search.grader, "failures", 0)
         write_json(run_dir / "summary.json", summary)
         return summary
     finally:
-        tracker.finish(summary)
+        try:
+            tracker.finish(summary)  # summary None (a crash, Ctrl-C, SIGTERM): finished as failed
+        finally:
+            close_components(search)
+
+
+def close_components(search: Search) -> None:
+    """Close the policy, the PRM and the grader (engines, worker processes) after a run,
+    however it ended."""
+    for part in (search.policy, search.prm, search.grader):
+        close = getattr(part, "close", None)
+        if callable(close):
+            close()
 
 
 def engine_kv(series: list[dict[str, float]]) -> dict[str, float]:

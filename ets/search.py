@@ -157,6 +157,8 @@ class Search:
             child.finished, child.finish_reason, child.answer = True, "answer", answer
         elif finish_reason == "eos":
             child.finished, child.finish_reason = True, "eos"
+        elif finish_reason == "context":  # issue 12.4: the model's context is full, the path cannot grow
+            child.finished, child.finish_reason = True, "context"
         elif child.cum_tokens >= self.max_tokens:
             child.finished, child.finish_reason = True, "length"
         elif child.depth >= self.max_depth:

@@ -53,7 +53,9 @@ class GenRequest:
 
 @dataclass
 class Generation:
-    """One continuation. ``finish_reason`` is ``stop`` (a stop string), ``eos`` or ``length``."""
+    """One continuation. ``finish_reason`` is ``stop`` (a stop string), ``eos``, ``length``
+    (the request's ``max_tokens``) or ``context`` (the model's context is full: nothing
+    more can follow this path)."""
 
     text: str
     token_ids: tuple[int, ...]

@@ -94,3 +94,55 @@ def test_gsm8k_preset_names_the_main_config():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["dataset=gsm8k"])
     assert (cfg.dataset.hub_id, cfg.dataset.hub_config, cfg.dataset.split) == ("openai/gsm8k", "main", "test")
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_duplicate_ids_fail_naming_both_rows(tmp_path):
+    rows = [{"id": "a", "problem": "1+1?", "answer": "2"}, {"id": "b", "problem": "2+2?", "answer": "4"},
+            {"id": "a", "problem": "3+3?", "answer": "6"}]
+    with pytest.raises(DatasetError, match=r"rows 0 and 2 share the id 'a'"):
+        JsonlDataset(path=_write(tmp_path / "d.jsonl", rows), id_field="id").load()
+
+
+def test_dropped_rows_are_logged_with_count_and_rows(tmp_path, caplog):
+    rows = [{"problem": "1+1?", "answer": "2"}, {"problem": "   \n", "answer": "3"}, {"problem": "x?"},
+            {"problem": "", "answer": "1"}, {"problem": "2+2?", "answer": "4"}]
+    ds = JsonlDataset(path=_write(tmp_path / "d.jsonl", rows))
+    with caplog.at_level("WARNING", logger="ets.datasets"):
+        problems = ds.load()
+    assert [p.gold for p in problems] == ["2", "4"] and ds.skipped == 3  # the blank question too
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert "dropped 3 of 5 rows" in msg and msg.endswith("rows 1, 2, 3")
+
+
+def test_unreadable_rows_name_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"problem": "a", "answer": "1"}\n\n{"problem": "b", "answer": \n')
+    with pytest.raises(DatasetError, match=r"bad\.jsonl, line 3: not valid JSON"):
+        JsonlDataset(path=str(path)).load()
+    path.write_bytes(b'{"problem": "a", "answer": "1"}\n{"problem": "caf\xe9", "answer": "2"}\n')
+    with pytest.raises(DatasetError, match=r"bad\.jsonl, line 2: not UTF-8"):
+        JsonlDataset(path=str(path)).load()
+    path.write_bytes(b'[1, 2]\n')
+    with pytest.raises(DatasetError, match=r"bad\.jsonl, line 1: expected a JSON object, got list"):
+        JsonlDataset(path=str(path)).load()
+
+
+def test_empty_selections_fail_naming_the_key(tmp_path):
+    path = _write(tmp_path / "d.jsonl", [{"problem": f"{i}+1?", "answer": str(i + 1)} for i in range(5)])
+    with pytest.raises(DatasetError, match=r"dataset\.limit=0 selects no problems"):
+        JsonlDataset(path=path, limit=0).load()
+    with pytest.raises(DatasetError, match=r"dataset\.offset=5 is past the end: .* has 5 problems"):
+        JsonlDataset(path=path, offset=5).load()
+    with pytest.raises(DatasetError, match=r"dataset\.offset=3 is past the end: .* has 2 problems in shard 1/2"):
+        JsonlDataset(path=path, offset=3, shard="1/2").load()
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(DatasetError, match=r"empty\.jsonl holds no usable problems"):
+        JsonlDataset(path=str(tmp_path / "empty.jsonl")).load()
+    with pytest.raises(DatasetError, match=r"dataset\.offset=30 is past the end: the synthetic world"):
+        SyntheticDataset(n=30, offset=30).load()
+    assert len(JsonlDataset(path=path, offset=4).load()) == 1

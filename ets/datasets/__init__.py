@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
+from ets.config import ConfigError
+
 T = TypeVar("T")
+
+
+class DatasetError(ConfigError):
+    """A dataset that cannot be loaded or selects nothing; the message names the file, row
+    or key and says what to do. A :class:`~ets.config.ConfigError`, so ``python -m ets``
+    exits with the config-error code 2."""
 
 
 def parse_shard(value: object) -> tuple[int, int] | None:
@@ -36,3 +44,28 @@ def select(items: Sequence[T], shard: str | None, offset: int, limit: int | None
         items = items[parsed[0]::parsed[1]]
     end = None if limit is None else offset + limit
     return items[offset:end]
+
+
+def check_selection(selected: int, total: int, source: str, shard: str | None, offset: int,
+                    limit: int | None) -> None:
+    """Fail when a selection is empty, saying which key emptied it.
+
+    Args:
+        selected: Problems selected.
+        total: Problems in the dataset (before sharding and slicing).
+        source: The dataset, for the message (a path or a name).
+
+    Raises:
+        DatasetError: naming ``dataset.limit``, ``dataset.offset`` or the empty source.
+    """
+    if selected:
+        return
+    if total == 0:
+        raise DatasetError(f"{source} holds no usable problems: nothing to run")
+    if limit == 0:
+        raise DatasetError("dataset.limit=0 selects no problems: use null (all) or a positive number")
+    parsed = parse_shard(shard)
+    in_shard = len(range(total)[parsed[0]::parsed[1]]) if parsed else total
+    where = f" in shard {shard}" if parsed else ""
+    raise DatasetError(f"dataset.offset={offset} is past the end: {source} has {in_shard} problems{where} "
+                       f"(allowed offsets 0..{max(in_shard - 1, 0)})")

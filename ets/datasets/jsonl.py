@@ -4,16 +4,43 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import logging
 import random
 from pathlib import Path
 
 from ets.answers import extract_answer
-from ets.datasets import select
+from ets.datasets import DatasetError, check_selection, select
 from ets.types import Problem
 
+log = logging.getLogger("ets.datasets")
+_SHOW_ROWS = 5  # row numbers named in a message about dropped rows
 
-class DatasetError(RuntimeError):
-    """A dataset that cannot be loaded; the message says what to do."""
+__all__ = ["DatasetError", "JsonlDataset", "read_jsonl", "resolve_path"]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file (blank lines skipped).
+
+    Raises:
+        DatasetError: naming the file and the 1-based line of a row that is not UTF-8,
+            not JSON, or not a JSON object.
+    """
+    rows = []
+    for n, raw in enumerate(Path(path).read_bytes().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path}, line {n}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}, line {n}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
 
 
 def resolve_path(path: str) -> Path:
@@ -64,8 +91,7 @@ class JsonlDataset:
             path = resolve_path(self.path)
             if not path.exists():
                 raise DatasetError(f"dataset.path={self.path} does not exist (cwd: {Path.cwd()})")
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            return path.stem, rows
+            return path.stem, read_jsonl(path)
         if not self.hub_id:
             raise DatasetError("The dataset has neither dataset.path nor dataset.hub_id: set one.")
         name = self.hub_id + (f" ({self.hub_config})" if self.hub_config else "")
@@ -87,18 +113,42 @@ class JsonlDataset:
         return text.strip() or None
 
     def load(self) -> list[Problem]:
+        """The selected problems.
+
+        Rows without an answer or with an empty (or whitespace-only) question are dropped
+        and logged (count and first row numbers; ``row`` is the 0-based index among the
+        file's non-blank rows, as in the generated ids).
+
+        Raises:
+            DatasetError: two rows with the same id (both named), an unreadable row, or
+                an empty selection.
+        """
         stem, rows = self._rows()
-        problems, self.skipped = [], 0
+        source = self.path or self.hub_id or stem
+        problems, dropped, seen = [], [], {}
         for i, row in enumerate(rows):
             question, gold = row.get(self.question_field), self._answer(row.get(self.answer_field))
-            if not question or gold is None:
-                self.skipped += 1
+            if question is None or not str(question).strip() or gold is None:
+                dropped.append(i)
                 continue
             pid = str(row[self.id_field]) if self.id_field and self.id_field in row else f"{stem}-{i:05d}"
+            if pid in seen:
+                raise DatasetError(
+                    f"{source}: rows {seen[pid]} and {i} share the id {pid!r} (dataset.id_field="
+                    f"{self.id_field}); ids must be unique: results are stored and resumed by id")
+            seen[pid] = i
             problems.append(Problem(pid, str(question), gold, {"row": i}))
+        self.skipped = len(dropped)
+        if dropped:
+            head = ", ".join(map(str, dropped[:_SHOW_ROWS])) + (", ..." if len(dropped) > _SHOW_ROWS else "")
+            log.warning("%s: dropped %d of %d rows with no answer (dataset.answer_field=%s) or an empty "
+                        "question (dataset.question_field=%s); rows %s", source, len(dropped), len(rows),
+                        self.answer_field, self.question_field, head)
         if self.shuffle_seed is not None:
             random.Random(self.shuffle_seed).shuffle(problems)
         try:
-            return list(select(problems, self.shard, self.offset, self.limit))
+            selected = list(select(problems, self.shard, self.offset, self.limit))
         except ValueError as exc:
             raise DatasetError(str(exc)) from exc
+        check_selection(len(selected), len(problems), str(source), self.shard, self.offset, self.limit)
+        return selected

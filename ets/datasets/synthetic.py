@@ -6,7 +6,7 @@ import math
 import random
 from typing import Any
 
-from ets.datasets import select
+from ets.datasets import check_selection, select
 from ets.synthetic import world as W
 from ets.synthetic.moves import N_VALUES, PLAN_MOVES, VALUE_MIN
 from ets.types import Problem
@@ -40,6 +40,8 @@ class SyntheticDataset:
 
     def load(self) -> list[Problem]:
         indices = select(range(self.n), self.shard, self.offset, self.limit)
+        check_selection(len(indices), self.n, f"the synthetic world (dataset.n={self.n})", self.shard,
+                        self.offset, self.limit)
         return [make_problem(self.seed, i) for i in indices]
 
 

@@ -156,6 +156,7 @@ class HFPolicy:
         )
         self.tokenizer = self._tokenizer()
         self._model: Any = None
+        self._context_limit: int | None = None
         self.eos_ids: set[int] = set()
 
     # ---- loading ----------------------------------------------------------------------
@@ -206,18 +207,37 @@ class HFPolicy:
     def format_prompt(self, problem: Problem) -> Prompt:
         return self.formatter(problem)
 
+    def context_limit(self) -> tuple[int | None, str]:
+        """(the model's context length, where it comes from): ``max_position_embeddings``
+        of its config (read without loading the weights)."""
+        if self._context_limit is None:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(self.path, **self._load_kw)
+            self._context_limit = int(getattr(config, "max_position_embeddings", 0) or 0)
+        return (self._context_limit or None), "the model's max_position_embeddings"
+
     def generate(self, requests: Sequence[GenRequest]) -> list[list[Generation]]:
-        rows = [_Row(i, j, tuple(r.context_ids), r.max_tokens, tuple(r.stop), child_seed(r.seed, j))
+        limit = self.context_limit()[0]
+        rows = [_Row(i, j, tuple(r.context_ids), self._room(r, limit), tuple(r.stop), child_seed(r.seed, j))
                 for i, r in enumerate(requests) for j in range(r.n)]
         out: list[list[Any]] = [[None] * r.n for r in requests]
         for row in [r for r in rows if r.max_tokens <= 0]:
-            out[row.request][row.child] = Generation("", (), 0.0, "length")
+            full = limit is not None and len(row.context) >= limit  # nothing more fits the model
+            out[row.request][row.child] = Generation("", (), 0.0, "context" if full else "length")
         rows = sorted((r for r in rows if r.max_tokens > 0), key=lambda r: -len(r.context))
         for b in range(0, len(rows), self.batch_size):
             batch = rows[b:b + self.batch_size]
             for row, gen in zip(batch, self._generate_batch(batch)):
+                if gen.finish_reason == "length" and row.max_tokens < requests[row.request].max_tokens:
+                    gen.finish_reason = "context"  # stopped by the model's context, not the step limit
                 out[row.request][row.child] = gen
         return out
+
+    @staticmethod
+    def _room(request: GenRequest, limit: int | None) -> int:
+        """Tokens the row may generate: its ``max_tokens``, capped by the context left."""
+        return request.max_tokens if limit is None else min(request.max_tokens, limit - len(request.context_ids))
 
     # ---- one batch --------------------------------------------------------------------
     def _generate_batch(self, rows: Sequence[_Row]) -> list[Generation]:

@@ -3,7 +3,13 @@
 One search depth = one HTTP request per node to expand (``n`` children each), sent
 concurrently from a thread pool; only the standard library is used. Prompts go out as
 token ids where the server takes them (vLLM does), so the server sees exactly the tree's
-tokens; otherwise as text (auto-detected once when ``send_token_ids`` is null).
+tokens; otherwise as text. With ``send_token_ids`` null this is probed once, explicitly,
+before the first call: one 1-token request with a token-id prompt. Any other 4xx
+(context too long, a bad parameter, a wrong model name) is an error naming the server's
+message, never a reason to switch to text.
+
+The server's context length (``max_model_len`` in vLLM's ``/v1/models``) caps each
+request as in the vLLM policy: a path whose context is full ends with reason ``context``.
 
 With ``vllm_extensions`` (vLLM servers) the request also asks for the stop string in the
 output and for the generated token ids, and ``stop_reason`` tells a stop string from EOS.
@@ -26,10 +32,31 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ets.policies.formatting import PromptFormatter
-from ets.policies.vllm import COUNTERS, map_finish_reason
+from ets.policies.vllm import COUNTERS, context_finish, map_finish_reason
 from ets.types import Generation, GenRequest, Problem, Prompt
 
 log = logging.getLogger("ets.policies.openai")
+
+
+class RequestRejected(RuntimeError):
+    """The server answered a request with a 4xx; the message has its code and explanation."""
+
+    def __init__(self, url: str, code: int, detail: str) -> None:
+        super().__init__(f"{url} rejected the request (HTTP {code}): {detail}")
+        self.code, self.detail = code, detail
+
+
+def _detail(exc: urllib.error.HTTPError) -> str:
+    """The server's explanation of an HTTP error (OpenAI-style ``{"error": {"message"}}``)."""
+    try:
+        body = exc.read().decode(errors="replace")
+    except Exception:  # noqa: BLE001 - the status line is enough
+        return str(exc.reason)
+    try:
+        error = json.loads(body).get("error", body)
+        return str(error.get("message", error) if isinstance(error, dict) else error)[:500]
+    except (ValueError, AttributeError):
+        return body[:500] or str(exc.reason)
 _METRIC = re.compile(r"^vllm:(\w+?)(?:_total)?(\{[^}]*\})? (\S+)$", re.M)
 
 
@@ -43,7 +70,7 @@ class OpenAIPolicy:
         tokenizer: Local tokenizer of the served model (``None`` = ``model``).
         timeout_s: Per HTTP request.
         concurrency: HTTP requests in flight.
-        send_token_ids: Send prompts as token ids (``None``: try, fall back to text on a 4xx).
+        send_token_ids: Send prompts as token ids (``None``: probe the server once).
         vllm_extensions: Ask for vLLM's extra fields (stop string kept, token ids returned).
         max_retries: Retries of a request after a connection error or a 5xx.
         metrics: Read vLLM's Prometheus ``/metrics`` for :meth:`engine_metrics`.
@@ -71,6 +98,8 @@ class OpenAIPolicy:
         self.formatter = PromptFormatter(tokenizer or model, use_chat_template, prompt_template, system_prompt,
                                          chat_template_kwargs, response_prefix, revision, trust_remote_code)
         self._base: dict[str, float] | None = None
+        self._max_model_len: int | None = None
+        self._probed = False
         self._kv: list[float] = []
         self.stats = {"generate_calls": 0, "generate_s": 0.0, "requests": 0}
 
@@ -91,7 +120,9 @@ class OpenAIPolicy:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     return json.loads(response.read().decode())
             except urllib.error.HTTPError as exc:
-                if exc.code < 500 or attempt == self.max_retries:
+                if exc.code < 500:
+                    raise RequestRejected(self.base_url + path, exc.code, _detail(exc)) from exc
+                if attempt == self.max_retries:
                     raise
             except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
                 if attempt == self.max_retries:
@@ -115,18 +146,59 @@ class OpenAIPolicy:
             body.update(include_stop_str_in_output=True, return_token_ids=True)
         return body
 
+    def probe(self) -> None:
+        """Once: read the server's context length and, if ``send_token_ids`` is null, whether
+        it takes token-id prompts (a 1-token request; a 4xx other than auth / not found
+        means it does not)."""
+        if self._probed:
+            return
+        self._probed = True
+        try:
+            models = self._call_get("/models").get("data", [])
+            entry = next((m for m in models if m.get("id") == self.model), None)
+            if entry is not None and entry.get("max_model_len"):
+                self._max_model_len = int(entry["max_model_len"])
+        except (RequestRejected, urllib.error.HTTPError, ValueError, AttributeError):
+            self._max_model_len = None  # not an OpenAI-compatible /models: no cap known
+        if self.send_token_ids is not None:
+            return
+        ids = self.formatter.tokenizer.encode("1 + 1 =", add_special_tokens=False)
+        body = {"model": self.model, "prompt": list(ids), "max_tokens": 1, "temperature": 0.0}
+        try:
+            self._call("/completions", body)
+            self.send_token_ids = True
+        except RequestRejected as exc:
+            if exc.code in (401, 403, 404):  # auth or a wrong model name: not about token ids
+                raise
+            log.warning("%s does not take token-id prompts (HTTP %d: %s): prompts are sent as text and "
+                        "re-tokenised by the server", self.base_url, exc.code, exc.detail)
+            self.send_token_ids = False
+        log.info("%s: token-id prompts %s", self.base_url, "on" if self.send_token_ids else "off")
+
+    def _call_get(self, path: str) -> Any:
+        request = urllib.request.Request(self.base_url + path, headers=self._headers())
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read().decode())
+        except urllib.error.HTTPError as exc:
+            raise RequestRejected(self.base_url + path, exc.code, _detail(exc)) from exc
+
+    def context_limit(self) -> tuple[int | None, str]:
+        """(the server's context length, where it comes from), from ``/v1/models``."""
+        try:
+            self.probe()
+        except (ConnectionError, OSError, RequestRejected):
+            return None, "the server's max_model_len"
+        return self._max_model_len, "the server's max_model_len (vllm serve --max-model-len)"
+
     def _complete(self, req: GenRequest) -> list[Generation]:
-        if self.send_token_ids is not False:
-            try:
-                response = self._call("/completions", self._body(req, as_ids=True))
-                self.send_token_ids = True
-                return self._generations(req, response)
-            except urllib.error.HTTPError as exc:
-                if self.send_token_ids or exc.code >= 500:
-                    raise
-                log.warning("%s rejects token-id prompts (%s): sending text", self.base_url, exc.code)
-                self.send_token_ids = False
-        return self._generations(req, self._call("/completions", self._body(req, as_ids=False)))
+        limit = self._max_model_len
+        room = req.max_tokens if limit is None else min(req.max_tokens, limit - len(req.context_ids))
+        if room <= 0:  # the context already fills the model: nothing more can be written
+            return [Generation("", (), 0.0, "context") for _ in range(req.n)]
+        body = self._body(req, as_ids=bool(self.send_token_ids))
+        body["max_tokens"] = room
+        return [context_finish(g, room, req.max_tokens) for g in self._generations(req, self._call("/completions", body))]
 
     def _generations(self, req: GenRequest, response: dict[str, Any]) -> list[Generation]:
         out = []
@@ -145,6 +217,7 @@ class OpenAIPolicy:
     # -- Policy protocol ----------------------------------------------------------------------
     def generate(self, requests: Sequence[GenRequest]) -> list[list[Generation]]:
         """All requests concurrently; ``requests[i].n`` generations each, in order."""
+        self.probe()
         if self.metrics and self._base is None:
             self._base = self._scrape()[0]
         start, done = time.perf_counter(), threading.Event()

@@ -30,6 +30,9 @@ log = logging.getLogger("ets.policies.vllm")
 
 COUNTERS = ("prefix_cache_queries", "prefix_cache_hits", "prompt_tokens_cached")
 _ENGINES: dict[tuple[Any, ...], Engine] = {}
+# Keys of the shared engines opened since the last :func:`begin_job` (the others are idle:
+# kept for a next job with the same settings, shut down before a different engine starts).
+_ACTIVE: set[tuple[Any, ...]] = set()
 
 
 def supported_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -98,9 +101,22 @@ class Engine:
     def shutdown(self) -> None:
         for key in [k for k, e in _ENGINES.items() if e is self]:
             del _ENGINES[key]
+            _ACTIVE.discard(key)
+        if self.llm is None:
+            return
         core = getattr(self.llm.llm_engine, "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
+        self.llm = None  # the weights and KV cache go with the last reference (see _free_memory)
+
+    @property
+    def max_model_len(self) -> int | None:
+        """The context length the engine was started with."""
+        engine = self.llm.llm_engine if self.llm is not None else None
+        config = getattr(engine, "model_config", None) or getattr(
+            getattr(engine, "vllm_config", None), "model_config", None)
+        value = getattr(config, "max_model_len", None)
+        return int(value) if value else None
 
 
 def get_engine(model: str, options: dict[str, Any], env: dict[str, str | None] | None = None,
@@ -114,7 +130,9 @@ def get_engine(model: str, options: dict[str, Any], env: dict[str, str | None] |
     if shared and key in _ENGINES:
         engine = _ENGINES[key]
         engine.llm.reset_prefix_cache()
+        _ACTIVE.add(key)
         return engine
+    release_engines(idle_only=True)  # a previous job's engine must not hold the memory of this one
     import vllm.envs
     from vllm import LLM
 
@@ -127,6 +145,7 @@ def get_engine(model: str, options: dict[str, Any], env: dict[str, str | None] |
     engine = Engine(llm)
     if shared:
         _ENGINES[key] = engine
+        _ACTIVE.add(key)
     return engine
 
 
@@ -154,10 +173,45 @@ def open_engine(model: str, revision: str | None, options: dict[str, Any],
     return get_engine(path, options, env, shared=shared)
 
 
-def release_engines() -> None:
-    """Shut down every shared engine of this process."""
-    for engine in list(_ENGINES.values()):
+def release_engines(idle_only: bool = False) -> None:
+    """Shut down the shared engines of this process (only those not opened since the last
+    :func:`begin_job` with ``idle_only``) and free their memory."""
+    idle = [e for k, e in _ENGINES.items() if not idle_only or k not in _ACTIVE]
+    for engine in idle:
         engine.shutdown()
+    if idle:
+        _free_memory()
+
+
+def begin_job() -> None:
+    """Mark every shared engine idle: a new job (``ets.run.run``) starts. Its components
+    re-attach to engines with their settings (kept warm); the first engine it starts with
+    other settings shuts the idle ones down first, so a one-process sweep over models
+    holds one model at a time."""
+    _ACTIVE.clear()
+
+
+def _free_memory() -> None:
+    """Collect the engines just shut down (an in-process engine's weights and KV cache are
+    freed with its last reference) and hand cached GPU memory back."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def context_finish(gen: Generation, room: int, max_tokens: int) -> Generation:
+    """``gen`` with reason ``context`` when it ended at the model's context limit: it ran out
+    of ``room`` (the tokens left before ``max_model_len``) before its own ``max_tokens``."""
+    if gen.finish_reason == "length" and room < max_tokens and len(gen.token_ids) >= room:
+        gen.finish_reason = "context"
+    return gen
 
 
 def map_finish_reason(reason: str | None, stop_reason: int | str | None) -> str:
@@ -251,7 +305,28 @@ class VLLMPolicy:
         """Shut the engine down unless it is shared (see :func:`release_engines`)."""
         if self._engine is not None and not self.share_engine:
             self._engine.shutdown()
+            _free_memory()
         self._engine = None
+
+    def context_limit(self) -> tuple[int | None, str]:
+        """(the model's context length in tokens, where it comes from): ``policy.max_model_len``,
+        else the live engine's, else the model config's ``max_position_embeddings`` (what vLLM
+        defaults to), read without starting the engine."""
+        if self.max_model_len is not None:
+            return self.max_model_len, "policy.max_model_len"
+        if self._engine is not None and self._engine.max_model_len:
+            return self._engine.max_model_len, "the engine's max_model_len (policy.max_model_len)"
+        try:
+            from transformers import AutoConfig
+
+            from ets.models import resolve_model
+
+            config = AutoConfig.from_pretrained(resolve_model(self.model, self.revision, key="policy.model"),
+                                                trust_remote_code=bool(self.options.get("trust_remote_code")))
+            value = getattr(config, "max_position_embeddings", None)
+        except Exception:  # noqa: BLE001 - a preflight check: unknown is fine, the engine decides
+            value = None
+        return (int(value) if value else None), "the model's max_position_embeddings (policy.max_model_len)"
 
     # -- Policy protocol ----------------------------------------------------------------------
     def format_prompt(self, problem: Problem) -> Prompt:
@@ -265,12 +340,14 @@ class VLLMPolicy:
         engine = self.engine
         out: list[list[Generation] | None] = [None] * len(requests)
         prompts, params, index = [], [], []
+        limit = self.max_model_len or engine.max_model_len
+        rooms: dict[int, int] = {}
         for i, req in enumerate(requests):
-            room = req.max_tokens if self.max_model_len is None else min(
-                req.max_tokens, self.max_model_len - len(req.context_ids))
+            room = req.max_tokens if limit is None else min(req.max_tokens, limit - len(req.context_ids))
             if room <= 0:  # the context already fills the model: nothing more can be written
-                out[i] = [Generation("", (), 0.0, "length") for _ in range(req.n)]
+                out[i] = [Generation("", (), 0.0, "context") for _ in range(req.n)]
                 continue
+            rooms[i] = room
             prompts.append(TokensPrompt(prompt_token_ids=list(req.context_ids)))
             params.append(SamplingParams(
                 n=req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
@@ -286,6 +363,8 @@ class VLLMPolicy:
             self.stats["request_cached_tokens"] += result.num_cached_tokens or 0
             self.stats["request_prompt_tokens"] += len(requests[i].context_ids)
             out[i] = [self._generation(c) for c in result.outputs]
+        for i, room in rooms.items():  # ended at max_model_len, not at the step's own limit
+            out[i] = [context_finish(g, room, requests[i].max_tokens) for g in out[i] or []]
         return [g or [] for g in out]
 
     def _generation(self, completion: Any) -> Generation:

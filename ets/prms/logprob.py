@@ -1,6 +1,6 @@
 """A free PRM: the policy's own confidence in the step, no second model.
 
-Score = ``exp(node.logprob / max(1, node.n_tokens))``, the geometric mean of the
+Score = ``exp(node.logprob / node.n_tokens)``, the geometric mean of the
 per-token probabilities the policy gave the step (its mean token log-probability,
 exponentiated). Why this mapping:
 
@@ -12,7 +12,9 @@ exponentiated). Why this mapping:
   below) would make ``prod`` meaningless and the softmax arbitrarily peaked;
 - the per-token mean (not the sum) keeps long steps from being penalised for length.
 
-A step of zero tokens (empty text) scores 1.0 (log-probability 0).
+A step of zero tokens (nothing was generated, e.g. the context was full) scores 0.0, the
+minimum: there is no evidence for it, and its empty log-probability sum (0) must not read
+as certainty (it scored 1.0, the maximum, which kept empty paths alive to the depth cap).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from collections.abc import Sequence
 
 from ets.tree import Node
 from ets.types import Problem
+
+EMPTY_STEP_SCORE = 0.0
 
 
 class LogprobPRM:
@@ -34,4 +38,6 @@ class LogprobPRM:
     def node_score(node: Node) -> float:
         if node.parent is None:
             raise ValueError(f"node {node.id} is the root: there is no step to score")
-        return math.exp(min(0.0, node.logprob) / max(1, node.n_tokens))
+        if node.n_tokens == 0:
+            return EMPTY_STEP_SCORE
+        return math.exp(min(0.0, node.logprob) / node.n_tokens)

@@ -312,6 +312,9 @@ def solve_cpsat(
         params.num_workers = num_workers
         params.symmetry_level = 0  # tiny models: symmetry detection and probing cost
         params.cp_model_probing_level = 0  # more than they save (bench/selector.py)
+        # CP-SAT's default installs its own SIGINT handler during a solve and leaves SIGINT
+        # at SIG_DFL afterwards: Ctrl-C would then kill the run with no message (issue 12).
+        params.catch_sigint_signal = False
         solver = cmh.SolveWrapper()
         solver.set_parameters(params)
         t0 = time.perf_counter()

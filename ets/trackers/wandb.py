@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from ets.results import VOTES, read_records
 from ets.trackers.local import LocalTracker
@@ -37,6 +39,21 @@ def resolve_mode(mode: str | None) -> Mode:
         if chosen == known:
             return known
     raise ValueError(f"W&B mode {chosen!r} is not one of {', '.join(MODES)}")
+
+
+def server_reachable(timeout: float = 5.0) -> bool:
+    """Whether the W&B server (``WANDB_BASE_URL``, default https://api.wandb.ai) accepts a TCP
+    connection within ``timeout`` seconds. With a proxy configured, assume it does."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                                       "ALL_PROXY", "all_proxy")):
+        return True  # a proxy may reach what a direct connection cannot: let wandb try
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def default_group(run_dir: Path, config: dict[str, Any]) -> str:
@@ -126,10 +143,16 @@ class WandbTracker:
         mode = resolve_mode(self.mode)
         # explicit every time: wandb caches WANDB_DIR at its first setup in a process
         wdir = self.dir or os.environ.get("WANDB_DIR") or str(self._run_dir)
+        base = Path(wdir) / "wandb"
         if mode == "offline" and self.mode is None and not os.environ.get("WANDB_MODE"):
-            base = Path(wdir) / "wandb"
             print(f"ets: no WANDB_API_KEY in the environment, so W&B logs offline into {base}; "
                   f"upload later with `wandb sync {base}/offline-run-*`", file=sys.stderr)
+        elif mode == "online" and not server_reachable():
+            # wandb.init would wait ~100 s for the server and then fail the run
+            server = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+            print(f"ets: the W&B server {server} cannot be reached, so W&B logs offline into {base}; "
+                  f"upload later with `wandb sync {base}/offline-run-*`", file=sys.stderr)
+            mode = "offline"
         Path(wdir).mkdir(parents=True, exist_ok=True)
         self._run = self._wandb.init(
             project=self.project, entity=self.entity, tags=self.tags or None, mode=mode,

@@ -61,3 +61,40 @@ def test_provenance_warnings():
     assert any("old differs from the current abc" in w for w in warn)
     assert any("dirty" in w for w in warn) and any("package ets" in w for w in warn)
     assert any("no git commit" in w for w in provenance_warnings({"git": {}}, env))
+
+
+def test_floats_compare_within_a_stated_tolerance_and_report_the_largest_difference():
+    rec = {"id": "p1", "answers": ["1"], "votes": [{"weight": 1.25, "count": 2}],
+           "tree": [{"id": 0, "score": None}, {"id": 1, "score": 0.5}, {"id": 2, "score": 0.75}]}
+    moved = json.loads(json.dumps(rec))
+    moved["tree"][1]["score"] += 1e-6  # PRM scores after a resume: another batch composition
+    moved["tree"][2]["score"] -= 3e-7
+    result = compare([rec], [moved])
+    assert result.identical and result.max_diff == abs(moved["tree"][1]["score"] - 0.5)
+    assert result.max_diff_at == "p1: tree[1].score"
+    assert "largest float difference: 1e-06 at p1: tree[1].score" in result.describe()
+    assert "IDENTICAL within the tolerance" in result.describe()
+    exact = compare([rec], [moved], tolerance=0)
+    assert not exact.identical and exact.different == {"p1": ["tree"]}
+    far = json.loads(json.dumps(rec))
+    far["votes"][0]["weight"] = 1.3
+    assert compare([rec], [far]).different == {"p1": ["votes"]}
+    counted = json.loads(json.dumps(rec))
+    counted["votes"][0]["count"] = 3  # integers are exact whatever the tolerance
+    assert compare([rec], [counted], tolerance=1.0).different == {"p1": ["votes"]}
+    assert "IDENTICAL (bit-exact)" in compare([rec], [rec]).describe()
+
+
+def test_rerun_cli_tolerance(compose_cfg, tmp_path, capsys):
+    original = tmp_path / "run"
+    run(compose_cfg(*TINY, "dataset.limit=2"), original)
+    lines = (original / "problems.jsonl").read_text().splitlines()
+    rec = json.loads(lines[0])
+    scored = next(n for n in rec["tree"] if n["score"] is not None)
+    scored["score"] += 2e-7 * max(1.0, abs(scored["score"]))  # last-bits drift of a resumed real run
+    (original / "problems.jsonl").write_text("\n".join([json.dumps(rec), *lines[1:]]) + "\n")
+    assert main([str(original)]) == 0
+    out = capsys.readouterr().out
+    assert f"at {rec['id']}: tree[{scored['id']}].score" in out and "within the tolerance" in out
+    assert main([str(original), "--tolerance", "0"]) == 1
+    assert "per-problem results DIFFER" in capsys.readouterr().out

@@ -169,3 +169,27 @@ def test_mode_group_and_summary_helpers(tmp_path, monkeypatch):
     assert flat["throughput/tokens_per_s"] == 50 and flat["throughput/problems_per_s"] == 2
     assert flat["kv/radix/peak"] == 3 and flat["selector_stats/solves"] == 7
     assert "selector_stats/note" not in flat
+
+
+def test_key_but_no_network_falls_back_to_offline(compose_cfg, tmp_path, monkeypatch, capsys):
+    """An API key and an unreachable server: before the fix wandb.init waited ~100 s and
+    then failed the run; now the tracker logs offline at once and says so."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in _wandb_env(tmp_path).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("WANDB_MODE")
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    assert resolve_mode(None) == "online"
+    summary = run(compose_cfg(*TINY, "tracker=wandb"), tmp_path / "run")
+    err = capsys.readouterr().err
+    assert f"the W&B server http://127.0.0.1:{port} cannot be reached, so W&B logs offline" in err
+    (run_dir,) = offline_runs(tmp_path / "wandb")
+    logged = read_offline_run(run_dir)
+    assert logged.exit_code == 0
+    assert logged.summary["accuracy/weighted_majority"] == pytest.approx(summary["accuracy"]["weighted_majority"])

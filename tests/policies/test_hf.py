@@ -156,3 +156,37 @@ def test_paper_experiment_stops_at_once_without_the_hub(tmp_path):
     assert proc.returncode != 0
     assert "tkitsers/Llemma-metamath-34b" in proc.stderr
     assert not (tmp_path / "problems.jsonl").exists()
+
+
+def test_context_of_the_model_ends_paths_with_reason_context(tmp_path, caplog):
+    """A tiny Llama whose context is 48 tokens: a request with no room left returns empty
+    children with reason ``context``, one with a little room stops there with ``context``;
+    the start-up check names the problems that cannot fit and both limits."""
+    import json
+
+    from ets.preflight import check_context
+
+    path = tiny_llama(tmp_path / "short", hidden=64, layers=2, seed=0)
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 48}))
+    pol = HFPolicy(model=str(path), use_chat_template=False, prompt_template="Question: {question}\nAnswer:")
+    assert pol.context_limit() == (48, "the model's max_position_embeddings")
+    base = request(pol, n=2, max_tokens=12, stop=())
+    full = request(pol, n=2, max_tokens=12, stop=(), extra=(42,) * (48 - len(base.context_ids)))
+    nearly = request(pol, n=3, max_tokens=12, stop=(), seed=5, extra=(42,) * (45 - len(base.context_ids)))
+    out_full, out_nearly, out_base = pol.generate([full, nearly, base])
+    assert [(g.text, g.token_ids, g.finish_reason) for g in out_full] == [("", (), "context")] * 2
+    assert all(len(g.token_ids) <= 3 and g.finish_reason in {"context", "eos"} for g in out_nearly)
+    assert any(g.finish_reason == "context" and len(g.token_ids) == 3 for g in out_nearly)
+    assert all(g.finish_reason in {"length", "eos"} for g in out_base)
+
+    long = Problem("long", "What is " + "one plus " * 30 + "one?", "31")
+    with caplog.at_level("WARNING", logger="ets.preflight"):
+        report = check_context(pol, [PROBLEM, long], max_tokens=40)
+    short_n = len(pol.format_prompt(PROBLEM).token_ids)
+    assert report is not None and [pid for pid, _ in report.overflow] == ["p1", "long"]
+    assert [pid for pid, _ in report.no_room] == ["long"] and short_n + 40 > 48
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "search.max_tokens=40" in text and "model context of 48 tokens" in text
+    assert "long (" in text and "alone fill the model context" in text
+    assert check_context(pol, [PROBLEM], max_tokens=48 - short_n).overflow == []

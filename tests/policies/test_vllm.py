@@ -117,7 +117,13 @@ def test_engine_metrics_count_prefix_cache_hits(policy):
 def test_context_at_the_length_limit_ends_without_calling_the_engine(policy):
     req = request(policy, n=3)
     req.context_ids = tuple(range(1, 513))
-    assert [g.finish_reason for g in policy.generate([req])[0]] == ["length"] * 3
+    # the model's context is full: reason "context" (the loop finishes the path), not "length"
+    assert [(g.finish_reason, g.token_ids) for g in policy.generate([req])[0]] == [("context", ())] * 3
+    near = request(policy, n=3, max_tokens=12, stop=(), seed=8)
+    near.context_ids = tuple(range(1, 510))  # 3 tokens of room
+    gens = policy.generate([near])[0]
+    assert all(len(g.token_ids) <= 3 and g.finish_reason in {"context", "eos"} for g in gens)
+    assert any(g.finish_reason == "context" and len(g.token_ids) == 3 for g in gens)
 
 
 @pytest.mark.parametrize(("reason", "stop_reason", "expected"), [

@@ -18,7 +18,8 @@ def test_formula_and_edge_cases(compose_cfg, problem):
     b = tree.add_child(a, "b", (5,), logprob=-0.1)
     empty = tree.add_child(a, "", (), logprob=0.0)
     scores = prm.score([(problem, a), (problem, b), (problem, empty)])
-    assert scores == pytest.approx([math.exp(-0.5), math.exp(-0.1), 1.0])
+    # an empty step (nothing generated: the context was full) is the minimum, never 1.0
+    assert scores == pytest.approx([math.exp(-0.5), math.exp(-0.1), 0.0])
     # only the last step counts; the ranking is that of the mean log-probability
     assert prm.score([(problem, b)]) == [scores[1]] and scores[1] > scores[0]
     assert prm.score([]) == []

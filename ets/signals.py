@@ -1,0 +1,71 @@
+"""Ctrl-C and SIGTERM: stop a run cleanly (records kept, tracker finished as failed).
+
+``scancel`` and ``timeout`` send SIGTERM, a terminal sends SIGINT. Both are turned into
+:class:`Interrupted` in the main thread, which unwinds through :func:`ets.run.run`'s
+``finally`` (the tracker is finished with a failed exit code, components are closed);
+the entry point then prints one line saying how to resume and exits 128 + signal.
+
+Records already written stay: each is appended whole (``ets.results``). CP-SAT would
+otherwise take SIGINT over during a solve and leave it at the default action
+(``catch_sigint_signal``, switched off in :mod:`ets.selectors.ets_ilp`).
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):  # noqa: N818 - a KeyboardInterrupt: `except Exception` lets it through
+    """The run was stopped by a signal (``signum``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise :class:`Interrupted` (previous handlers
+    are restored afterwards). Outside the main thread (where handlers cannot be set) it
+    does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def resume_hint(exc: KeyboardInterrupt, run_dir: Path, argv: list[str] | None = None) -> str:
+    """The one line printed when a run is stopped: what stopped it, what is kept, how to resume."""
+    name = exc.name if isinstance(exc, Interrupted) else "SIGINT"
+    path = Path(run_dir) / "problems.jsonl"
+    done = sum(1 for line in path.read_bytes().splitlines() if line.strip()) if path.exists() else 0
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "ets", *(sys.argv[1:] if argv is None else argv)])
+    return (f"ets: stopped by {name}; {done} finished problem(s) kept in {run_dir}; "
+            f"resume with the same command: {command}")
+
+
+def exit_code(exc: KeyboardInterrupt) -> int:
+    """128 + the signal number (130 for Ctrl-C, 143 for SIGTERM), as a shell reports it."""
+    return 128 + (exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT))
