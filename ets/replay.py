@@ -161,18 +161,29 @@ class Replayer:
         self.policy, self.seed = policy, seed
         self.tokenizer = policy.formatter.tokenizer
         self._prompts: dict[str, list[int]] = {}
+        self._vocab: int | None = None
+
+    @property
+    def vocab(self) -> int:
+        """Token ids the model accepts: the tokenizer's, capped by the model's vocabulary
+        (a dummy 32k-vocab model may be replayed with a larger tokenizer)."""
+        if self._vocab is None:
+            vocab = len(self.tokenizer)
+            engine = self.policy.engine.llm.llm_engine
+            config = getattr(engine, "model_config", None) or engine.vllm_config.model_config
+            self._vocab = min(vocab, int(config.get_vocab_size()))
+        return self._vocab
 
     def prompt_ids(self, tree: ReplayTree) -> list[int]:
         if tree.id not in self._prompts:
             ids = self.tokenizer(tree.prompt_text, add_special_tokens=False).input_ids
-            self._prompts[tree.id] = fit(ids, tree.prompt_tokens)
+            self._prompts[tree.id] = [i % self.vocab for i in fit(ids, tree.prompt_tokens)]
         return self._prompts[tree.id]
 
     def filler(self, tree: ReplayTree, node: int) -> tuple[int, ...]:
         """Fixed random ids standing for a node's step in ``--batch`` mode."""
         rng = random.Random(request_seed(self.seed, tree.id, node))
-        vocab = int(getattr(self.tokenizer, "vocab_size", 0) or len(self.tokenizer))
-        return tuple(rng.randrange(vocab) for _ in range(tree.tokens[node]))
+        return tuple(rng.randrange(self.vocab) for _ in range(tree.tokens[node]))
 
     def context(self, tree: ReplayTree, node: int, steps: dict[tuple[str, int], tuple[int, ...]]) -> list[int]:
         path = []
