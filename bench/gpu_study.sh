@@ -3,7 +3,8 @@
 # Run from the repo root on the GPU node, with vLLM installed (ENVIRONMENT.md, "GPU nodes"),
 # PYTHONPATH set, GSM8K at .gpudata/gsm8k_test.jsonl; every table and JSON goes to $OUT.
 #
-#   bash bench/gpu_study.sh selector      # CP-SAT per call by worker count; cProfile vs wall clock
+#   bash bench/gpu_study.sh selector      # CPU side: CP-SAT per call by worker count, cProfile vs
+#                                         # wall clock, vLLM's per-token logprob cost (bench/logprobs.py)
 #   bash bench/gpu_study.sh engine        # bench/engine.py: ETS vs REBASE, SmolLM2 bf16, 64 problems, W=16
 #   bash bench/gpu_study.sh record        # synthetic ETS/REBASE runs at W=16/64/256 (CPU, for the replays)
 #   bash bench/gpu_study.sh replay34b h100  # replay them on a Llemma-34B-shaped dummy, H100 80 GB KV budget
@@ -48,6 +49,7 @@ cum = next(v[3] for k, v in st.stats.items() if k[2] == "solve_cpsat")
 print(f"\nPython {sys.version.split()[0]}: {len(insts)} solve_cpsat calls, wall clock {1e3 * wall:.1f} ms "
       f"in all; cProfile says {1e3 * cum:.1f} ms (a second thread blocked in time.sleep meanwhile)")
 EOF
+  $PY bench/logprobs.py 2>&1 | grep -v -i warn | tee -a "$OUT/selector.md"
   ;;
 engine)
   # The settings of the first H200 run (ENVIRONMENT.md: config defaults, W = 16, 16 in flight).
