@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import sys
 import time
@@ -39,6 +40,7 @@ from typing import Any
 from ets.search import request_seed
 
 ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("ets.replay")
 
 
 @dataclass
@@ -91,8 +93,11 @@ def load_trees(run_dir: Path, limit: int | None = None) -> list[ReplayTree]:
         raise FileNotFoundError(f"{path} does not exist: RUN_DIR must be a run directory of `python -m ets`")
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     trees = [ReplayTree.from_record(r) for r in records if r.get("tree")]
-    if trees and all(t.start_index is not None for t in trees):
+    index = [t.start_index for t in trees]
+    if trees and None not in index and len(set(index)) == len(index):
         trees.sort(key=lambda t: t.start_index)
+    elif trees:  # older records, or a resumed run (each session counts from 0)
+        log.warning("%s: no unique start_index per problem; problems are replayed in file order", path)
     return trees[:limit] if limit else trees
 
 

@@ -62,3 +62,18 @@ def test_schedule_rejects_zero_concurrency(tmp_path):
 
 def test_fit_cuts_and_cycles():
     assert fit([1, 2, 3], 2) == [1, 2] and fit([1, 2], 5) == [1, 2, 1, 2, 1] and fit([], 2) == [0, 0]
+
+
+def test_records_without_a_unique_start_order_keep_the_file_order(tmp_path):
+    import json
+
+    def rec(pid, start):
+        return {"id": pid, "start_index": start, "tree": [
+            {"id": 0, "parent": None, "depth": 0, "tokens": 3, "text": "q"},
+            {"id": 1, "parent": 0, "depth": 1, "tokens": 2, "text": "a"}]}
+
+    path = tmp_path / "problems.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [rec("b", 1), rec("a", 0)]))
+    assert [t.id for t in load_trees(tmp_path)] == ["a", "b"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in [rec("b", 0), rec("a", 0)]))  # a resumed run
+    assert [t.id for t in load_trees(tmp_path)] == ["b", "a"]

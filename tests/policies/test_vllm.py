@@ -114,6 +114,11 @@ def test_engine_metrics_count_prefix_cache_hits(policy):
     assert m["kv_capacity_tokens"] >= m["kv_tokens"] and m["generate_s"] > 0
 
 
+def test_engine_start_is_timed_once(policy):
+    assert policy.engine.start_s > 0.5  # vllm.LLM(...) takes seconds even in-process
+    assert policy.start_engine() < 0.5  # running already: nothing to start
+
+
 def test_context_at_the_length_limit_ends_without_calling_the_engine(policy):
     req = request(policy, n=3)
     req.context_ids = tuple(range(1, 513))
