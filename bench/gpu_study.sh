@@ -7,8 +7,9 @@
 #                                         # wall clock, vLLM's per-token logprob cost (bench/logprobs.py)
 #   bash bench/gpu_study.sh engine        # bench/engine.py: ETS vs REBASE, SmolLM2 bf16, 64 problems, W=16
 #   bash bench/gpu_study.sh record        # synthetic ETS/REBASE runs at W=16/64/256 (CPU, for the replays)
-#   bash bench/gpu_study.sh replay34b h100  # replay them on a Llemma-34B-shaped dummy, H100 80 GB KV budget
-#   bash bench/gpu_study.sh replay34b h200  # ... with the H200's own KV budget
+#   bash bench/gpu_study.sh replay34b h100 [GLOB]  # replay them on a Llemma-34B-shaped dummy, H100 80 GB
+#                                         # KV budget (GLOB: which runs, default synthetic_*)
+#   bash bench/gpu_study.sh replay34b h200 [GLOB]  # ... with the H200's own KV budget
 #   bash bench/gpu_study.sh live BLOCKS W   # real SmolLM2, ETS vs REBASE at a fixed KV budget (blocks of 16)
 #
 # Knobs (environment): PROBLEMS (engine: 64), REPLAY_PROBLEMS (16), RUNS (.gpudata/runs).
@@ -94,18 +95,19 @@ EOF
     # holds 2 x 48 layers x 8 KV heads x 128 x 2 bytes x 16 = 3 MiB: 2333 blocks.
     kv=(--kv-blocks 2333)
   fi
-  $PY - "$model" "$budget" "$RUNS" "${kv[@]}" <<'EOF' 2>&1 | tee "$OUT/replay34b_$budget.md"
+  pattern=${2:-synthetic_*}  # e.g. 'synthetic_*_w256' to split the replays over commands
+  $PY - "$model" "$budget" "$RUNS" "$pattern" "${kv[@]}" <<'EOF' 2>&1 | tee "$OUT/replay34b_$budget.md"
 import json, os, sys
 from pathlib import Path
 from ets.replay import build_policy, format_result, replay
-model, budget, runs = sys.argv[1:4]
-blocks = int(sys.argv[5]) if len(sys.argv) > 5 else None
+model, budget, runs, pattern = sys.argv[1:5]
+blocks = int(sys.argv[6]) if len(sys.argv) > 6 else None
 from ets.models import resolve_model
 policy = build_policy(Path(runs), ["policy=vllm", f"policy.model={model}", f"policy.tokenizer={resolve_model('smollm2')}",
                       "policy.dtype=bfloat16", "policy.block_size=16", "policy.max_model_len=4096",
                       "+policy.engine_kwargs.load_format=dummy"], kv_blocks=blocks)
 rows = []
-for run in sorted(Path(runs).iterdir()):
+for run in sorted(Path(runs).glob(pattern)):
     if not (run / "problems.jsonl").exists():
         continue
     policy.engine.llm.reset_prefix_cache()
