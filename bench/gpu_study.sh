@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The GPU study of issue 11, one stage per command (each fits in ~10 minutes on an H200).
+# Run from the repo root on the GPU node, with vLLM installed (ENVIRONMENT.md, "GPU nodes"),
+# PYTHONPATH set, GSM8K at .gpudata/gsm8k_test.jsonl; every table and JSON goes to $OUT.
+#
+#   bash bench/gpu_study.sh selector      # CPU side: CP-SAT per call by worker count, cProfile vs
+#                                         # wall clock, vLLM's per-token logprob cost (bench/logprobs.py)
+#   bash bench/gpu_study.sh engine        # bench/engine.py: ETS vs REBASE, SmolLM2 bf16, 64 problems, W=16
+#   bash bench/gpu_study.sh record        # synthetic ETS/REBASE runs at W=16/64/256 (CPU, for the replays)
+#   bash bench/gpu_study.sh replay34b h100 [GLOB]  # replay them on a Llemma-34B-shaped dummy, H100 80 GB
+#                                         # KV budget (GLOB: which runs, default synthetic_*)
+#   bash bench/gpu_study.sh replay34b h200 [GLOB]  # ... with the H200's own KV budget
+#   bash bench/gpu_study.sh live BLOCKS W   # real SmolLM2, ETS vs REBASE at a fixed KV budget (blocks of 16)
+#
+# Knobs (environment): PROBLEMS (engine: 64), REPLAY_PROBLEMS (16), RUNS (.gpudata/runs).
+set -euo pipefail
+: "${OUT:?set OUT to the folder the results go to}"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false VLLM_USE_FLASHINFER_SAMPLER=0
+PY=${PYTHON:-python3}
+DATA=${DATA:-.gpudata/gsm8k_test.jsonl}
+RUNS=${RUNS:-.gpudata/runs}
+GPU=(policy.dtype=bfloat16 policy.enforce_eager=false policy.cpu_kv_space_gb=null policy.block_size=16)
+stage=${1:?stage: selector | engine | record | replay34b | live}
+shift
+
+case "$stage" in
+selector)
+  # Per-call wall time of solve_cpsat by CP-SAT worker count on this many-core host
+  # (the selector uses 1), then the same solves under cProfile while another thread sits
+  # in a blocking C call, as vLLM's output-queue thread does: on Python >= 3.12 cProfile
+  # hears every thread (sys.monitoring), so its solve_cpsat time can include that wait.
+  $PY bench/selector.py --source random --instances 200 --workers 1 2 16 0 --no-cbc 2>&1 | tee "$OUT/selector.md"
+  $PY - <<'EOF' 2>&1 | tee -a "$OUT/selector.md"
+import cProfile, pstats, sys, threading, time
+from bench.selector import record_random
+from ets.selectors.ets_ilp import solve_cpsat
+insts = record_random(64, 200, 0)
+stop = threading.Event()
+def blocked():
+    while not stop.is_set():
+        time.sleep(0.07)  # a blocking C call, GIL released
+threading.Thread(target=blocked, daemon=True).start()
+prof, wall = cProfile.Profile(), 0.0
+prof.enable()
+for inst in insts:
+    t0 = time.perf_counter(); solve_cpsat(inst); wall += time.perf_counter() - t0
+prof.disable(); stop.set()
+st = pstats.Stats(prof)
+cum = next(v[3] for k, v in st.stats.items() if k[2] == "solve_cpsat")
+print(f"\nPython {sys.version.split()[0]}: {len(insts)} solve_cpsat calls, wall clock {1e3 * wall:.1f} ms "
+      f"in all; cProfile says {1e3 * cum:.1f} ms (a second thread blocked in time.sleep meanwhile)")
+EOF
+  $PY bench/logprobs.py 2>&1 | grep -v -i warn | tee -a "$OUT/selector.md"
+  ;;
+engine)
+  # The settings of the first H200 run (ENVIRONMENT.md: config defaults, W = 16, 16 in flight).
+  $PY bench/engine.py --problems "${PROBLEMS:-64}" --width 16 --concurrency 16 --max-tokens 192 \
+    --max-step-tokens 48 --data "$DATA" --out "$OUT/engine" --override "${GPU[@]}" 2>&1 | tee "$OUT/engine.md"
+  ;;
+record)
+  # The synthetic ETS-vs-REBASE runs (CPU, seconds to minutes) whose trees the replays send.
+  for w in 16 64 256; do
+    for sel in ets rebase; do
+      $PY -m ets +experiment=synthetic selector=$sel search.width=$w dataset.limit="${REPLAY_PROBLEMS:-16}" \
+        search.concurrency=8 hydra.run.dir="$RUNS/synthetic_${sel}_w$w" > /dev/null
+    done
+  done
+  ls "$RUNS" | tee "$OUT/record.txt"
+  ;;
+replay34b)
+  budget=${1:?budget: h100 | h200}
+  # CodeLlama-34B's architecture (Llemma-34B), random weights (load_format=dummy), SmolLM2's
+  # tokenizer (ids above 32000 are folded into the vocabulary by the replay).
+  model=.gpudata/llemma34b_dummy
+  $PY - "$model" <<'EOF'
+import json, shutil, sys
+from pathlib import Path
+from ets.models import resolve_model
+out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8192,
+           "intermediate_size": 22016, "num_hidden_layers": 48, "num_attention_heads": 64,
+           "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 16384,
+           "rms_norm_eps": 1e-5, "rope_theta": 1000000.0, "hidden_act": "silu", "torch_dtype": "bfloat16",
+           "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False}, open(out / "config.json", "w"))
+tok = Path(resolve_model("smollm2"))
+for f in tok.iterdir():
+    if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+        shutil.copy(f, out / f.name)
+EOF
+  kv=()
+  if [ "$budget" = h100 ]; then
+    # KV an 80 GB H100 leaves after the weights, at vLLM's gpu_memory_utilization 0.9:
+    # 0.9 x 81559 MiB (what an H100 80GB reports) - 64354 MiB of bf16 weights (33.74e9
+    # parameters) - 2048 MiB for activations and CUDA graphs = 6999 MiB; a 16-token block
+    # holds 2 x 48 layers x 8 KV heads x 128 x 2 bytes x 16 = 3 MiB: 2333 blocks.
+    kv=(--kv-blocks 2333)
+  fi
+  pattern=${2:-synthetic_*}  # e.g. 'synthetic_*_w256' to split the replays over commands
+  $PY - "$model" "$budget" "$RUNS" "$pattern" "${kv[@]}" <<'EOF' 2>&1 | tee "$OUT/replay34b_$budget.md"
+import json, os, sys
+from pathlib import Path
+from ets.replay import build_policy, format_result, replay
+model, budget, runs, pattern = sys.argv[1:5]
+blocks = int(sys.argv[6]) if len(sys.argv) > 6 else None
+from ets.models import resolve_model
+policy = build_policy(Path(runs), ["policy=vllm", f"policy.model={model}", f"policy.tokenizer={resolve_model('smollm2')}",
+                      "policy.dtype=bfloat16", "policy.block_size=16", "policy.max_model_len=4096",
+                      "+policy.engine_kwargs.load_format=dummy"], kv_blocks=blocks)
+rows = []
+for run in sorted(Path(runs).glob(pattern)):
+    if not (run / "problems.jsonl").exists():
+        continue
+    policy.engine.llm.reset_prefix_cache()
+    summary, _ = replay(run, policy, concurrency=8)
+    summary["run"] = run.name
+    rows.append(summary)
+    print(f"## {run.name}\n{format_result(summary)}\n", flush=True)
+print("| run | tokens | wall s | tok/s | KV mean | KV peak | preemptions | prefix hit rate |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    print(f"| {r['run']} | {r['tokens_generated']} | {r['wall_time_s']:.1f} | {r['tokens_per_s']:.0f} "
+          f"| {r['kv_tokens_mean']:.0f} | {r['kv_tokens_peak']:.0f} | {r['preemptions']:.0f} "
+          f"| {r['prefix_cache_hit_rate']:.3f} |")
+by = {r["run"]: r for r in rows}
+for w in (16, 64, 256):
+    e, b = by.get(f"synthetic_ets_w{w}"), by.get(f"synthetic_rebase_w{w}")
+    if e and b:
+        print(f"W={w}: ETS/REBASE throughput {e['tokens_per_s'] / b['tokens_per_s']:.2f}x, "
+              f"KV peak REBASE/ETS {b['kv_tokens_peak'] / max(e['kv_tokens_peak'], 1):.2f}x "
+              "(paper: 1.4x throughput, 1.8x KV)")
+json.dump(rows, open(os.path.join(os.environ["OUT"], f"replay34b_{budget}.json"), "w"), indent=2)
+EOF
+  ;;
+live)
+  blocks=${1:?KV blocks (of 16 tokens), e.g. 1.5 x the REBASE peak engine KV / 16}
+  w=${2:-16}
+  for sel in ets rebase; do
+    $PY -m ets policy=smollm2_vllm "${GPU[@]}" prm=logprob dataset=gsm8k dataset.path="$DATA" \
+      dataset.limit="${PROBLEMS:-64}" selector=$sel search.width="$w" search.concurrency=16 \
+      +policy.engine_kwargs.num_gpu_blocks_override="$blocks" hydra.run.dir="$RUNS/live_${sel}_w${w}" \
+      2>&1 | tail -8 | tee -a "$OUT/live_w$w.md"
+    cp "$RUNS/live_${sel}_w${w}/summary.json" "$OUT/live_${sel}_w${w}.json"
+  done
+  ;;
+*)
+  echo "unknown stage $stage" >&2; exit 2 ;;
+esac
