@@ -142,7 +142,7 @@ def test_budget_conserved_and_pruned_get_zero(seed):
     assert all(n == 0 for n, k in zip(counts, keep) if not k)
 
 
-def test_min_one_child_gives_every_kept_candidate_a_child():
+def test_min_one_child_every_gives_every_kept_candidate_a_child():
     # scores far apart at T=0.2: plain allocation starves the weak kept candidate
     tree, cands = random_tree(random.Random(1), depth=1, max_children=1)
     parent = tree.root
@@ -150,7 +150,8 @@ def test_min_one_child_gives_every_kept_candidate_a_child():
              for i, (t, s) in enumerate([("alpha", 1.0), ("beta", 0.0)])]
     keep = [True, True]
     paper = _selector(lam=1.0).allocate(cands, keep, 4)
-    improved = _selector(lam=1.0, min_one_child=True).allocate(cands, keep, 4)
+    improved = _selector(lam=1.0, min_one_child=True, min_child_rule="every").allocate(
+        cands, keep, 4)
     assert paper == [4, 0]
     assert improved == [1 + 3, 1 + 0] or improved == [3, 1]
     assert sum(improved) == 4 and min(improved) >= 1
