@@ -142,6 +142,9 @@ class SentenceEmbedder:
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 0))
 
 
+_SAME_VECTOR = 1e-6
+
+
 def cluster_labels(embeddings: np.ndarray, threshold: float) -> list[int]:
     """Average-linkage agglomerative clustering on cosine distance, cut at ``threshold``.
 
@@ -155,6 +158,9 @@ def cluster_labels(embeddings: np.ndarray, threshold: float) -> list[int]:
     from scipy.spatial.distance import pdist
 
     dist = np.clip(pdist(embeddings, metric="cosine"), 0.0, 2.0)
+    # Equal (float32) rows come out a few 1e-8 apart, not 0: snap that noise so that
+    # equal texts merge at any cut, 0 included.
+    dist[dist < _SAME_VECTOR] = 0.0
     labels = fcluster(linkage(dist, method="average"), t=threshold, criterion="distance")
     remap: dict[int, int] = {}
     return [remap.setdefault(int(x), len(remap)) for x in labels]
