@@ -8,6 +8,7 @@ candidates REBASE would expand, softmax mass pruned, guaranteed children).
 
     python bench/clustering.py --problems 100 --width 16
     python bench/clustering.py --variant "old=selector=ets_improved selector.min_child_rule=every"
+    python bench/clustering.py --real RUN_DIR [RUN_DIR ...]   # ETS offline on recorded frontiers
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from ets.config import register_configs
 from ets.run import build_search
@@ -71,6 +73,33 @@ def run_one(overrides: list[str], width: int, problems: int, seed: int, embedder
     return row, getattr(search.selector, "embedder", None)
 
 
+def real_frontiers(run_dirs: list[Path], cuts: list[float]) -> None:
+    """ETS selection (paper settings) on every depth's frontier of recorded searches
+    (e.g. REBASE runs of the real model), at each clustering cut: the K/N, kept and
+    pruned numbers the selector would log there."""
+    import json
+
+    from ets.cluster import SentenceEmbedder
+    from ets.cluster_calibration import replay_frontiers
+    from ets.selectors.ets import ETSSelector
+
+    emb = SentenceEmbedder(device="cpu", threshold=0.0)
+    print("| runs | cut | calls | candidates/call | K/N | kept/call | REBASE would expand/call "
+          "| expanded/call | mass pruned/call |\n|---|---|---|---|---|---|---|---|---|")
+    for cut in cuts:
+        sel = ETSSelector(cluster_threshold=cut, embedder=emb)
+        for run in run_dirs:
+            width = int(OmegaConf.load(run / "config.yaml").search.width)
+            for line in (run / "problems.jsonl").read_text().splitlines():
+                for tree, live, remaining in replay_frontiers(json.loads(line)["tree"], width):
+                    sel.select(live, remaining, tree)
+        st = sel.stats
+        print(f"| {' '.join(r.name for r in run_dirs)} | {cut:.2f} | {st['selection_calls']} "
+              f"| {st['candidates_per_call']:.2f} | {st['clusters_per_candidate']:.3f} "
+              f"| {st['kept_per_call']:.2f} | {st['rebase_expand_per_call']:.2f} "
+              f"| {st['expanded_per_call']:.2f} | {st['mass_pruned_per_call']:.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=100)
@@ -79,7 +108,12 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--variant", action="append", default=[],
                         help="extra NAME=override override ... (space-separated overrides)")
+    parser.add_argument("--real", type=Path, nargs="+", help="recorded run dirs (see real_frontiers)")
+    parser.add_argument("--cuts", type=float, nargs="+", default=[0.05, 0.14])
     args = parser.parse_args()
+    if args.real:
+        real_frontiers(args.real, args.cuts)
+        return
     register_configs()
     todo = {v: VARIANTS[v] for v in args.variants}
     for spec in args.variant:
