@@ -30,6 +30,12 @@ class NodeCost(str, Enum):  # noqa: UP042 - OmegaConf needs a plain Enum
     tokens = "tokens"
 
 
+class MinChildRule(str, Enum):  # noqa: UP042 (ets.selectors.ets.ETSSelector.guaranteed)
+    representative = "representative"
+    cluster = "cluster"
+    every = "every"
+
+
 class BeamVariant(str, Enum):  # noqa: UP042
     search_and_learn = "search_and_learn"
     ets_reference = "ets_reference"
@@ -82,8 +88,9 @@ _ETSBody = type(
             "coverage_weight": float,
             "node_cost": NodeCost,
             "min_one_child": bool,
+            "min_child_rule": MinChildRule,
             "zero_lambda_quirk": bool,
-            "cluster_threshold": float,
+            "cluster_threshold": float | None,
             "time_limit_s": float,
             "num_workers": int,
             "objective_scale": int,
@@ -94,8 +101,9 @@ _ETSBody = type(
         "coverage_weight": _num(1.4, ge=0),
         "node_cost": NodeCost.uniform,
         "min_one_child": False,
+        "min_child_rule": MinChildRule.representative,
         "zero_lambda_quirk": True,
-        "cluster_threshold": _num(0.05, ge=0),
+        "cluster_threshold": _num(None, ge=0),  # None: selector.embedder.threshold
         "time_limit_s": _num(1.0, gt=0),
         "num_workers": _num(1, ge=1),
         "objective_scale": _num(1_000_000, ge=1),
@@ -158,9 +166,10 @@ class PagedKVConf(KVConf):
 @dataclass
 class EmbedderConf(Component):
     model: str | None = None
-    device: str = "cpu"
+    device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
     batch_size: int = _num(64, ge=1)
     num_threads: int | None = _num(None, ge=1)
+    threshold: float | None = _num(None, ge=0)  # None: the model's calibrated cut
 
 
 # ---- policies, prms, datasets, trackers -----------------------------------------------

@@ -48,3 +48,120 @@ def test_average_linkage_against_scipy_free_brute_force():
     mean_c = (d[1] + d[2]) / 2
     assert cluster_labels(emb, threshold=(d[0] + mean_c) / 2) == [0, 0, 1]
     assert cluster_labels(emb, threshold=mean_c + 1e-6) == [0, 0, 0]
+
+
+def test_device_auto_follows_torch(monkeypatch):
+    import torch
+
+    from ets.cluster import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    assert SentenceEmbedder(device="auto").device == "cuda"  # the model loads lazily
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    assert SentenceEmbedder().device == "cpu"  # auto is the default
+    assert resolve_device("cuda:1") == "cuda:1" and resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="selector.embedder.device='gpu'.*auto, cpu, cuda"):
+        resolve_device("gpu")
+
+
+def test_threshold_is_a_property_of_the_model():
+    from ets.cluster import KNOWN_THRESHOLDS, MINILM, PAPER_MODEL, default_threshold
+
+    assert default_threshold(PAPER_MODEL) == 0.05  # the paper's model keeps the paper's cut
+    assert default_threshold(None) == KNOWN_THRESHOLDS[MINILM]  # shipped MiniLM
+    assert default_threshold("sentence-transformers/all-MiniLM-L6-v2") == KNOWN_THRESHOLDS[MINILM]
+    assert default_threshold("/models/Bert-MLM_arXiv-MP-class_zbMath") == 0.05
+    with pytest.raises(ValueError, match="selector.embedder.threshold"):
+        default_threshold("some/other-model")
+    assert SentenceEmbedder("some/other-model", device="cpu", threshold=0.3).threshold == 0.3
+    assert SentenceEmbedder(device="cpu").threshold == KNOWN_THRESHOLDS[MINILM]
+
+
+def test_config_default_ets_uses_the_embedder_cut(compose_cfg):
+    from hydra.utils import instantiate
+
+    from ets.cluster import KNOWN_THRESHOLDS, MINILM
+
+    cfg = compose_cfg("selector=ets")
+    assert cfg.selector.cluster_threshold is None and cfg.selector.embedder.threshold is None
+    assert cfg.selector.embedder.device == "auto"
+    sel = instantiate(cfg.selector)
+    assert sel.threshold() == KNOWN_THRESHOLDS[MINILM]
+    paper = instantiate(compose_cfg("selector=ets", "selector.embedder.threshold=0.05").selector)
+    assert paper.threshold() == 0.05
+
+
+# ---- calibration of the MiniLM cut (ets.cluster_calibration) ---------------------------
+
+
+def test_labelling_rule_on_hand_examples():
+    from ets.cluster_calibration import same_move, step_numbers
+
+    assert step_numbers("He pays $1,000.50 and 2.0 more, then 3. Total -4") == {"1000.5", "2", "3", "-4"}
+    assert step_numbers("x2 and a.5 are not numbers, 12 is") == {"12"}
+    # the same calculation in two phrasings: same numbers -> same move
+    assert same_move("3 sprints * 60 meters = 180 meters.", "So 60 x 3 is 180 meters a week.")
+    # another operand or result -> different move; a number against none -> different
+    assert same_move("3 * 60 = 180", "3 * 60 = 190") is False
+    assert same_move("3 * 60 = 180", "Let's compute the total.") is False
+    assert same_move("Let's think step by step.", "First, read the problem.") is None
+
+
+def test_tree_pairs_and_frontier_replay_on_a_hand_built_tree():
+    from ets.cluster_calibration import replay_frontiers, tree_pairs
+
+    def rec(i, parent, depth, text, finished=False):
+        return {"id": i, "parent": parent, "depth": depth, "tokens": 2, "score": 0.5,
+                "finished": finished, "text": text}
+
+    tree = [rec(0, None, 0, "QUESTION"), rec(1, 0, 1, "a"), rec(2, 0, 1, "b"),
+            rec(3, 0, 1, "a"), rec(4, 1, 2, "c"), rec(5, 1, 2, "d"), rec(6, 2, 2, "e"),
+            rec(7, 2, 2, "f", finished=True), rec(8, 4, 3, "g"), rec(9, 6, 3, "h")]
+    # depth 1: nodes 1/2 and 2/3 are siblings (1/3 have equal texts: left out); depth 2:
+    # c/d siblings, c/e and d/e cousins (f is finished); depth 3: g and h have parents
+    # c and e, which are cousins, not siblings: no pair. The root (the question) never
+    # appears.
+    assert tree_pairs(tree) == [("a", "b", "sibling"), ("b", "a", "sibling"),
+                                ("c", "d", "sibling"), ("c", "e", "cousin"),
+                                ("d", "e", "cousin")]
+    frontiers = [([n.text for n in live], w) for _, live, w in replay_frontiers(tree, 4)]
+    assert frontiers == [(["a", "b", "a"], 4), (["c", "d", "e"], 3), (["g", "h"], 3)]
+
+
+def test_synthetic_pairs_are_labelled_by_move_and_value():
+    from ets.cluster_calibration import synthetic_pairs
+    from ets.synthetic.moves import MAX_PARAPHRASES, MOVES, N_VALUES, VALUE_MIN, step_text
+
+    key = {step_text(m, p, VALUE_MIN + v): (m, v) for m in range(len(MOVES))
+           for p in range(MAX_PARAPHRASES) for v in range(N_VALUES)}
+    pairs = synthetic_pairs(30, 40, seed=3)
+    assert sum(p.same for p in pairs) == 30 and len(pairs) == 70
+    assert all((key[p.a] == key[p.b]) == p.same and p.a != p.b for p in pairs)
+
+
+def test_shipped_pairs_and_the_calibrated_cut(embedder):
+    """The labelled set: >= 300 real sibling/cousin pairs, labels reproduce the rule,
+    and with the real MiniLM model the cut in KNOWN_THRESHOLDS is the best-F1 cut with
+    the precision/recall recorded in ets.cluster_calibration's docstring."""
+    from ets.cluster import KNOWN_THRESHOLDS, MINILM
+    from ets.cluster_calibration import calibrate, load_pairs, same_move
+
+    pairs = load_pairs()
+    real = [p for p in pairs if p.source != "synthetic"]
+    assert len(real) >= 300 and {p.source for p in real} == {"gsm8k", "math500"}
+    assert {p.relation for p in real} == {"sibling", "cousin"}
+    assert all(same_move(p.a, p.b) is p.same for p in real)
+    assert not any("<|im_start|>" in p.a + p.b for p in pairs)  # no prompt, no question
+    report = calibrate(pairs, embedder)
+    best = report["chosen"]
+    assert best["cut"] == KNOWN_THRESHOLDS[MINILM] == 0.14
+    # 112 same-move pairs; tolerance of one pair either way for BLAS differences
+    assert best["tp"] + best["fn"] == 112
+    assert abs(best["tp"] - 79) <= 1 and abs(best["fp"] - 21) <= 1
+    assert best["precision"] == pytest.approx(0.79, abs=0.01)
+    assert best["recall"] == pytest.approx(0.705, abs=0.01)
+    assert report["by_source"]["synthetic"]["precision"] == pytest.approx(0.927, abs=0.01)
+    assert report["by_source"]["synthetic"]["recall"] == pytest.approx(0.76, abs=0.01)
+    assert report["by_source"]["real"]["recall"] == pytest.approx(0.25, abs=0.09)

@@ -3,17 +3,52 @@ semantic coverage, then REBASE-allocate the width over the survivors (ALGORITHMS
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ets.cluster import cluster_labels
-from ets.selectors.allocation import rebase_allocation
+from ets.selectors.allocation import rebase_allocation, softmax_weights
 from ets.selectors.ets_ilp import ETSInstance, Solution, solve_cpsat
 from ets.tree import Node, Tree
 
 # Reference quirk: with lambda_b = 0 the reference sets a tiny negative cost, i.e. a
 # reward of 1e-4 per kept node, so every candidate survives and ETS reduces to REBASE.
 _ZERO_LAMBDA_REWARD = 1e-4
+
+log = logging.getLogger(__name__)
+
+#: ``min_one_child`` rules (see :meth:`ETSSelector.guaranteed`).
+MIN_CHILD_RULES = ("representative", "cluster", "every")
+
+
+@dataclass
+class SelectionLog:
+    """One selection call with at least two candidates (one is always kept).
+
+    Attributes:
+        candidates: N, live candidates at this depth.
+        clusters: K, semantic clusters among them (``None`` when ETS does not cluster,
+            i.e. ``coverage_weight == 0``).
+        kept: Candidates the integer program keeps.
+        expanded: Candidates that get at least one child.
+        rebase_expand: Candidates REBASE would expand (same softmax allocation of the
+            same width over all N, ``ets.selectors.rebase``).
+        mass_pruned: Softmax mass ``sum exp(s_i/T) / sum_j exp(s_j/T)`` of the pruned
+            candidates: the share of REBASE's allocation that ETS takes away.
+        guaranteed: Candidates given a child by ``min_one_child``.
+        width: Remaining width handed out.
+    """
+
+    candidates: int
+    clusters: int | None
+    kept: int
+    expanded: int
+    rebase_expand: int
+    mass_pruned: float
+    guaranteed: int
+    width: int
 
 
 class ETSSelector:
@@ -27,11 +62,18 @@ class ETSSelector:
         node_cost: ``uniform`` (paper: 1/(|B|+|L|)) or ``tokens`` (each node's step
             tokens, normalised to sum to 1; the root is left out because it is pinned
             whatever is selected).
-        min_one_child: Improved mode: every kept candidate gets at least one child
-            when the width allows (the paper's ceil-based allocation can starve a
-            kept cluster representative).
+        min_one_child: Improved mode: guarantee a child to some kept candidates when
+            the width allows (the paper's ceil-based allocation over the kept nodes
+            can starve a node the program kept for its cluster, so the coverage it
+            paid for is never explored). Who gets it: ``min_child_rule``.
+        min_child_rule: ``representative`` (default): see :meth:`guaranteed`;
+            ``every``: every kept candidate (the first version of this option; it
+            kept looping trajectories alive to the depth cap).
         zero_lambda_quirk: Reproduce the reference's behaviour at lambda = 0.
-        cluster_threshold: Cosine-distance cut for average-linkage clustering.
+        cluster_threshold: Cosine-distance cut for average-linkage clustering;
+            ``None`` (default): the embedder's own ``threshold`` (a property of the
+            embedding model, ``selector.embedder.threshold``); an embedder object
+            without one (a test double) is cut at the paper's 0.05.
         time_limit_s: CP-SAT time limit per solve.
         num_workers: CP-SAT worker threads.
         objective_scale: Integer scale of the objective coefficients.
@@ -47,8 +89,9 @@ class ETSSelector:
         coverage_weight: float = 1.4,
         node_cost: str = "uniform",
         min_one_child: bool = False,
+        min_child_rule: str = "representative",
         zero_lambda_quirk: bool = True,
-        cluster_threshold: float = 0.05,
+        cluster_threshold: float | None = None,
         time_limit_s: float = 1.0,
         num_workers: int = 1,
         objective_scale: int = 1_000_000,
@@ -64,6 +107,11 @@ class ETSSelector:
         self.coverage_weight = coverage_weight
         self.node_cost = str(getattr(node_cost, "value", node_cost))
         self.min_one_child = min_one_child
+        min_child_rule = str(getattr(min_child_rule, "value", min_child_rule))
+        if min_child_rule not in MIN_CHILD_RULES:
+            raise ValueError(f"selector.min_child_rule={min_child_rule!r} is invalid: "
+                             f"use one of {', '.join(MIN_CHILD_RULES)}")
+        self.min_child_rule = min_child_rule
         self.zero_lambda_quirk = zero_lambda_quirk
         self.cluster_threshold = cluster_threshold
         self.time_limit_s = time_limit_s
@@ -73,8 +121,14 @@ class ETSSelector:
         self.embedder = embedder
         # solve_s: whole solve_cpsat calls; select_s: whole select calls (instance, clusters,
         # solve, allocation), one per problem and depth (selects).
-        self.stats = {"solves": 0, "presolved": 0, "not_optimal": 0, "fallbacks": 0,
-                      "solve_s": 0.0, "selects": 0, "select_s": 0.0}
+        self.stats: dict[str, float] = {
+            "solves": 0, "presolved": 0, "not_optimal": 0, "fallbacks": 0, "solve_s": 0.0,
+            "selects": 0, "select_s": 0.0, **dict.fromkeys(_SUMS, 0),
+        }
+        self.stats.update(derived_stats(self.stats))
+        self._guaranteed = 0
+        #: Every selection call with >= 2 candidates, in order (also logged at DEBUG).
+        self.calls: list[SelectionLog] = []
 
     def build_instance(self, candidates: list[Node], width: int) -> ETSInstance:
         """The integer program for one depth of one problem."""
@@ -109,13 +163,19 @@ class ETSSelector:
         uniform = 1.0 / (len(candidates) + len(branches))
         return [uniform] * len(candidates), [uniform] * len(branches)
 
+    def threshold(self) -> float:
+        """The clustering cut in use (see ``cluster_threshold``)."""
+        if self.cluster_threshold is not None:
+            return self.cluster_threshold
+        return float(getattr(self.embedder, "threshold", _PAPER_THRESHOLD))
+
     def _clusters(self, candidates: list[Node]) -> list[int] | None:
         texts = [c.text for c in candidates]
         if self.coverage_weight == 0 or len(candidates) <= 1 or len(set(texts)) == 1:
             return None
         if self.embedder is None:
             raise ValueError("ETS with coverage_weight > 0 needs selector.embedder")
-        return cluster_labels(self.embedder.embed(texts), self.cluster_threshold)
+        return cluster_labels(self.embedder.embed(texts), self.threshold())
 
     def prepare(self, candidates: list[Node]) -> None:
         """Embed the step texts of every problem in flight in one batch (the search
@@ -137,23 +197,170 @@ class ETSSelector:
         if width <= 0 or not candidates:
             return [0] * len(candidates)
         start = time.perf_counter()
-        keep = [True] * len(candidates)
-        if len(candidates) > 1:
-            keep = self.solve(self.build_instance(candidates, width)).keep
-        counts = self.allocate(candidates, keep, width)
+        if len(candidates) == 1:
+            counts = self.allocate(candidates, [True], width)
+        else:
+            inst = self.build_instance(candidates, width)
+            keep = self.solve(inst).keep
+            labels = _labels(candidates, inst.clusters, self.coverage_weight > 0)
+            counts = self.allocate(candidates, keep, width, labels)
+            self._log(candidates, keep, counts, labels, width)
         self.stats["selects"] += 1
         self.stats["select_s"] += time.perf_counter() - start
         return counts
 
-    def allocate(self, candidates: list[Node], keep: list[bool], width: int) -> list[int]:
-        """REBASE of the full width over the kept candidates (pruned ones get zero)."""
+    def guaranteed(self, candidates: list[Node], keep: list[bool], width: int,
+                   labels: list[int] | None = None) -> list[int]:
+        """Indices of the kept candidates ``min_one_child`` gives a child to.
+
+        ``representative`` (default): one per cluster, its best-scored kept member
+        (ties: the first), and only for a cluster that REBASE over the whole frontier
+        would explore (some member gets a child from ``rebase_allocation`` of the same
+        width). Why both parts: the option exists because REBASE over the *kept* nodes
+        can starve a node the program kept to cover its cluster, so the coverage ETS
+        paid for is never explored; one child per cluster restores that, and more than
+        one per cluster buys no coverage. But a cluster that REBASE itself would starve
+        (low reward everywhere in it, e.g. a trajectory repeating "wait, let me
+        recheck") is one the paper's allocation lets die; guaranteeing it a child kept
+        such loops alive until the depth cap (synthetic world, ``every``: accuracy 0.945
+        -> 0.63, 21 depths instead of 8.5). With this rule ETS explores no cluster that
+        REBASE would not, and none that it would is starved by the pruning.
+
+        ``cluster``: the best kept member of every cluster (no REBASE condition).
+        ``every``: every kept candidate.
+
+        Args:
+            candidates, keep: The frontier and the program's choice.
+            width: Remaining width.
+            labels: Cluster label per candidate; ``None``: equal texts form a cluster.
+        """
         kept = [i for i, k in enumerate(keep) if k]
+        if self.min_child_rule == "every":
+            return kept
+        if labels is None:
+            labels = _text_labels(candidates)
+        explored = set(labels)
+        if self.min_child_rule == "representative":
+            rebase = rebase_allocation([c.score or 0.0 for c in candidates], width,
+                                       self.temperature)
+            explored = {labels[i] for i, n in enumerate(rebase) if n > 0}
+        best: dict[int, int] = {}
+        for i in kept:
+            lab = labels[i]
+            if lab in explored and (lab not in best or
+                                    (candidates[i].score or 0.0) > (candidates[best[lab]].score or 0.0)):
+                best[lab] = i
+        return sorted(best.values())
+
+    def allocate(self, candidates: list[Node], keep: list[bool], width: int,
+                 labels: list[int] | None = None) -> list[int]:
+        """REBASE of the full width over the kept candidates (pruned ones get zero).
+
+        With ``min_one_child``: rules ``every`` and ``cluster`` first give one child to
+        each of :meth:`guaranteed` (when the width covers them all), then REBASE the
+        rest of the width over all kept. Rule ``representative`` keeps the paper's
+        allocation and only repairs it: a guaranteed representative whose cluster got
+        no child takes one from the candidate with the most children (if that has two
+        or more), so the allocation moves as little as possible from REBASE's.
+        """
+        kept = [i for i, k in enumerate(keep) if k]
+        sure: list[int] = []
+        if self.min_one_child:
+            sure = self.guaranteed(candidates, keep, width, labels)
+            if width < len(sure):
+                sure = []
+        repair = self.min_child_rule == "representative"
         scores = [candidates[i].score or 0.0 for i in kept]
-        base = 0
-        if self.min_one_child and width >= len(kept):
-            base = 1
-        alloc = rebase_allocation(scores, width - base * len(kept), self.temperature)
+        alloc = rebase_allocation(scores, width - (0 if repair else len(sure)), self.temperature)
         counts = [0] * len(candidates)
         for i, n in zip(kept, alloc):
-            counts[i] = n + base
+            counts[i] = n
+        given = 0
+        if repair and sure:
+            lab = labels if labels is not None else _text_labels(candidates)
+            served = {lab[i] for i in kept if counts[i] > 0}
+            for i in sure:
+                if lab[i] in served:
+                    continue
+                donor = max(kept, key=lambda j: (counts[j], -(candidates[j].score or 0.0)))
+                if counts[donor] < 2:
+                    break
+                counts[donor] -= 1
+                counts[i] += 1
+                served.add(lab[i])
+                given += 1
+        else:
+            for i in sure:
+                counts[i] += 1
+            given = len(sure)
+        self._guaranteed = given
         return counts
+
+    def _log(self, candidates: list[Node], keep: list[bool], counts: list[int],
+             labels: list[int] | None, width: int) -> None:
+        scores = [c.score or 0.0 for c in candidates]
+        weights = softmax_weights(scores, self.temperature)
+        total = sum(weights)
+        rebase = rebase_allocation(scores, width, self.temperature)
+        k = len(set(labels)) if labels is not None else None  # None: no coverage term
+        entry = SelectionLog(
+            candidates=len(candidates), clusters=k, kept=sum(keep),
+            expanded=sum(n > 0 for n in counts), rebase_expand=sum(n > 0 for n in rebase),
+            mass_pruned=sum(w for w, kp in zip(weights, keep) if not kp) / total,
+            guaranteed=self._guaranteed, width=width,
+        )
+        self.calls.append(entry)
+        log.debug("ets selection %s", asdict(entry))
+        st = self.stats
+        st["selection_calls"] += 1
+        st["candidates"] += entry.candidates
+        st["candidates_kept"] += entry.kept
+        st["candidates_expanded"] += entry.expanded
+        st["rebase_would_expand"] += entry.rebase_expand
+        st["softmax_mass_pruned"] += entry.mass_pruned
+        st["guaranteed_children"] += entry.guaranteed
+        if k is not None:
+            st["clustered_candidates"] += entry.candidates
+            st["clusters"] += k
+        st.update(derived_stats(st))
+
+
+_PAPER_THRESHOLD = 0.05
+#: Summed per-call counts in ``stats`` (a merge of shards may add them up).
+_SUMS = ("selection_calls", "candidates", "clustered_candidates", "clusters",
+         "candidates_kept", "candidates_expanded", "rebase_would_expand",
+         "softmax_mass_pruned", "guaranteed_children")
+
+
+def derived_stats(stats: dict[str, float]) -> dict[str, float]:
+    """Per-call means and K/N from the summed counts (recompute them after summing
+    the counts of several runs; summing these ratios is meaningless).
+
+    ``clusters_per_candidate`` is K/N pooled over the calls that cluster (total
+    clusters over total candidates); the ``*_per_call`` keys are means over selection
+    calls with at least two candidates.
+    """
+    calls = stats.get("selection_calls", 0) or 0
+    per = (lambda key: stats.get(key, 0) / calls) if calls else (lambda key: 0.0)
+    n_clustered = stats.get("clustered_candidates", 0)
+    return {
+        "clusters_per_candidate": stats.get("clusters", 0) / n_clustered if n_clustered else 0.0,
+        "candidates_per_call": per("candidates"),
+        "kept_per_call": per("candidates_kept"),
+        "expanded_per_call": per("candidates_expanded"),
+        "rebase_expand_per_call": per("rebase_would_expand"),
+        "mass_pruned_per_call": per("softmax_mass_pruned"),
+    }
+
+
+def _text_labels(candidates: list[Node]) -> list[int]:
+    """Equal step texts share a label (the clustering at cut 0)."""
+    ids: dict[str, int] = {}
+    return [ids.setdefault(c.text, len(ids)) for c in candidates]
+
+
+def _labels(candidates: list[Node], clusters: list[int] | None, coverage: bool) -> list[int] | None:
+    """Cluster labels of the program (``None`` there means one text or no coverage term)."""
+    if clusters is not None:
+        return clusters
+    return _text_labels(candidates) if coverage else None

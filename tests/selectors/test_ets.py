@@ -142,7 +142,7 @@ def test_budget_conserved_and_pruned_get_zero(seed):
     assert all(n == 0 for n, k in zip(counts, keep) if not k)
 
 
-def test_min_one_child_gives_every_kept_candidate_a_child():
+def test_min_one_child_every_gives_every_kept_candidate_a_child():
     # scores far apart at T=0.2: plain allocation starves the weak kept candidate
     tree, cands = random_tree(random.Random(1), depth=1, max_children=1)
     parent = tree.root
@@ -150,7 +150,8 @@ def test_min_one_child_gives_every_kept_candidate_a_child():
              for i, (t, s) in enumerate([("alpha", 1.0), ("beta", 0.0)])]
     keep = [True, True]
     paper = _selector(lam=1.0).allocate(cands, keep, 4)
-    improved = _selector(lam=1.0, min_one_child=True).allocate(cands, keep, 4)
+    improved = _selector(lam=1.0, min_one_child=True, min_child_rule="every").allocate(
+        cands, keep, 4)
     assert paper == [4, 0]
     assert improved == [1 + 3, 1 + 0] or improved == [3, 1]
     assert sum(improved) == 4 and min(improved) >= 1
@@ -174,3 +175,125 @@ def test_coverage_keeps_a_second_cluster():
 def test_rejects_unknown_option():
     with pytest.raises(TypeError, match="lamda"):
         ETSSelector(**{"lamda": 1.0})
+
+
+def _frontier(texts_scores):
+    from ets.tree import Tree
+
+    tree = Tree("p", (1, 2))
+    parent = tree.add_child(tree.root, "s", (3,), score=0.5)
+    return tree, [tree.add_child(parent, t, (4 + i,), score=s)
+                  for i, (t, s) in enumerate(texts_scores)]
+
+
+# Hand-built frontier for the min_one_child rules, T = 0.2. Clusters: A = {c0, c2},
+# B = {c1}, C = {c3} (a looping "wait" step). Weights exp((s - 0.9)/0.2):
+# c0 1, c1 = c2 = e^-0.5 = 0.6065, c3 = e^-4 = 0.0183 (S = 2.2314).
+# REBASE over all, W = 2: c0 ceil(2/2.2314 = 0.90) = 1, c1 ceil(1 * 0.6065/1.2314 =
+# 0.49) = 1, then nothing left: explored clusters {A, B}; C is starved.
+# ETS keeps c0, c1, c3 (prunes c2). REBASE over the kept, W = 2: c0 ceil(2/1.6248 =
+# 1.23) = 2, c1 gets 0: pruning c2 starved cluster B, which REBASE would explore.
+_RULE_FRONTIER = [("A1", 0.9), ("B", 0.8), ("A2", 0.8), ("wait", 0.1)]
+_RULE_LABELS = [0, 1, 0, 2]
+_RULE_KEEP = [True, True, False, True]
+
+
+def test_representative_rule_repairs_a_starved_explored_cluster_only():
+    tree, cands = _frontier(_RULE_FRONTIER)
+    paper = _selector().allocate(cands, _RULE_KEEP, 2, _RULE_LABELS)
+    rep = _selector(min_one_child=True)
+    assert rep.min_child_rule == "representative"
+    assert paper == [2, 0, 0, 0]
+    assert rep.guaranteed(cands, _RULE_KEEP, 2, _RULE_LABELS) == [0, 1]  # not the loop c3
+    assert rep.allocate(cands, _RULE_KEEP, 2, _RULE_LABELS) == [1, 1, 0, 0]  # one moved from c0
+
+
+def test_every_rule_feeds_the_loop_representative_does_not():
+    # W = 4. REBASE over all: c0 ceil(4/2.2314 = 1.79) = 2, c1 ceil(2 * 0.6065/1.2314 =
+    # 0.985) = 1, c2 ceil(0.6065/0.6248 = 0.97) = 1, c3 0: explored {A, B}.
+    # Over the kept: c0 ceil(4/1.6248 = 2.46) = 3, c1 ceil(0.6065/0.6248) = 1, c3 0:
+    # no explored cluster is starved, so `representative` is the paper's allocation.
+    # `every` first gives c0, c1, c3 one child each, then REBASE of 1 over the kept -> c0.
+    tree, cands = _frontier(_RULE_FRONTIER)
+    paper = _selector().allocate(cands, _RULE_KEEP, 4, _RULE_LABELS)
+    rep = _selector(min_one_child=True).allocate(cands, _RULE_KEEP, 4, _RULE_LABELS)
+    every = _selector(min_one_child=True, min_child_rule="every")
+    per_cluster = _selector(min_one_child=True, min_child_rule="cluster")
+    assert paper == rep == [3, 1, 0, 0]
+    assert every.allocate(cands, _RULE_KEEP, 4, _RULE_LABELS) == [2, 1, 0, 1]
+    # one per cluster without the REBASE condition still feeds the loop's cluster
+    assert per_cluster.guaranteed(cands, _RULE_KEEP, 4, _RULE_LABELS) == [0, 1, 3]
+    assert per_cluster.allocate(cands, _RULE_KEEP, 4, _RULE_LABELS) == [2, 1, 0, 1]
+
+
+def test_representative_is_the_best_kept_member_and_equal_texts_cluster():
+    # no labels (coverage off): equal texts form one cluster. Cluster "x" has kept
+    # members c0 (0.5) and c2 (0.7): its representative is c2.
+    tree, cands = _frontier([("x", 0.5), ("y", 0.9), ("x", 0.7)])
+    sel = _selector(min_one_child=True, coverage_weight=0.0)
+    assert sel.guaranteed(cands, [True, True, True], 16) == [1, 2]
+
+
+def test_min_child_rule_is_validated():
+    with pytest.raises(ValueError, match="selector.min_child_rule='some'.*representative"):
+        _selector(min_child_rule="some")
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_selection_log_matches_an_independent_recount(seed):
+    rng = random.Random(seed)
+    tree, cands = random_tree(rng, depth=3, n_candidates=rng.randint(2, 12))
+    for c in cands:  # few distinct texts so that clusters have several members
+        c.text = rng.choice(["u", "v", "w", "z"])
+    width = rng.randint(1, 64)
+    sel = _selector(lam=rng.choice([1.0, 3.0]))
+    counts = sel.select(cands, width, tree)
+    keep = sel.solve(sel.build_instance(cands, width)).keep
+    entry = sel.calls[-1]
+    s = np.array([c.score for c in cands])
+    w = np.exp(s / 0.2)
+    assert entry.candidates == len(cands)
+    assert entry.clusters == len({c.text for c in cands})
+    assert entry.kept == sum(keep)
+    assert entry.expanded == sum(n > 0 for n in counts)
+    assert entry.rebase_expand == sum(n > 0 for n in rebase_allocation(list(s), width, 0.2))
+    assert entry.mass_pruned == pytest.approx(w[~np.array(keep)].sum() / w.sum())
+    st = sel.stats
+    assert st["selection_calls"] == 1
+    assert st["clusters_per_candidate"] == pytest.approx(entry.clusters / entry.candidates)
+    assert st["kept_per_call"] == entry.kept
+    assert st["rebase_expand_per_call"] == entry.rebase_expand
+    assert st["mass_pruned_per_call"] == pytest.approx(entry.mass_pruned)
+
+
+def test_stats_pool_calls_and_skip_single_candidates():
+    from ets.selectors.ets import derived_stats
+
+    tree, cands = _frontier([("a", 0.9), ("b", 0.1), ("a", 0.5)])
+    sel = _selector()
+    sel.select(cands, 8, tree)
+    sel.select(cands[:1], 8, tree)  # one candidate: always kept, not logged
+    sel.select(cands[:2], 8, tree)
+    assert [c.candidates for c in sel.calls] == [3, 2]
+    assert [c.clusters for c in sel.calls] == [2, 2]
+    assert sel.stats["clusters_per_candidate"] == pytest.approx(4 / 5)
+    assert sel.stats["candidates_per_call"] == 2.5
+    # the derived keys are recomputed from summed counts (e.g. after merging shards)
+    summed = {"selection_calls": 4, "candidates": 20, "clustered_candidates": 10,
+              "clusters": 5, "candidates_kept": 8, "softmax_mass_pruned": 0.4}
+    d = derived_stats(summed)
+    assert d["clusters_per_candidate"] == 0.5 and d["kept_per_call"] == 2
+    assert d["mass_pruned_per_call"] == pytest.approx(0.1)
+    no_cov = _selector(coverage_weight=0.0)
+    no_cov.select(cands, 8, tree)
+    assert no_cov.calls[-1].clusters is None and no_cov.stats["clusters_per_candidate"] == 0.0
+
+
+class _CutEmbedder(HashEmbedder):
+    threshold = 0.7
+
+
+def test_threshold_comes_from_the_embedder_unless_the_selector_sets_one():
+    assert ETSSelector(embedder=_CutEmbedder()).threshold() == 0.7
+    assert ETSSelector(embedder=_CutEmbedder(), cluster_threshold=0.3).threshold() == 0.3
+    assert ETSSelector(embedder=HashEmbedder()).threshold() == 0.05  # no attribute: paper's
