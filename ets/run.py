@@ -12,6 +12,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ets.compute import run_compute
 from ets.config import validate
 from ets.kv.accounting import KVAccounting
 from ets.results import ResultsFile, environment, summarize, write_json
@@ -97,6 +98,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             selector_stats=getattr(search.selector, "stats", {}),
             counters_this_session=asdict(counters),
         )
+        summary["compute"] = run_compute(  # FLOPs from the dumped trees (ets.compute)
+            [r for r in records if r["id"] in ids], OmegaConf.to_container(cfg, resolve=True))
         if search.engine_series:
             summary["kv"]["engine"] = engine_kv(search.engine_series)
         write_json(run_dir / "summary.json", summary)
