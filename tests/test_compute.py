@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from ets.compute import ModelShape, problem_compute, run_compute
+from ets.report import main
+from ets.trackers.wandb import summary_metrics
 from tests.conftest import ROOT
 
 TINY = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -76,13 +79,19 @@ def test_shapes_from_folder_and_logprob(tmp_path):
     assert out["total_flops"] is None
 
 
-def test_synthetic_run_summary(tmp_path):
-    """A real synthetic run: summary.compute counts the tokens the search generated."""
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A real synthetic run."""
+    out = tmp_path_factory.mktemp("compute") / "run"
     proc = subprocess.run([sys.executable, "-m", "ets", "+experiment=synthetic", "dataset.limit=2",
-                           "search.width=4", f"hydra.run.dir={run}"], cwd=ROOT, capture_output=True,
+                           "search.width=4", f"hydra.run.dir={out}"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def test_synthetic_run_summary(run):
+    """summary.compute counts the tokens the search generated, from the configured shape."""
     summary = json.loads((run / "summary.json").read_text())
     comp = summary["compute"]
     assert comp["tokens"]["policy_decode"] == summary["tokens_generated"]
@@ -90,3 +99,35 @@ def test_synthetic_run_summary(tmp_path):
     assert comp["tokens"]["policy_prefill"] == sum(r["prompt_tokens"] for r in records)
     assert comp["shapes"]["policy"]["source"] == "compute.synthetic_shape"
     assert 0 < comp["policy_flops"]["prefill"] < comp["policy_flops"]["prefill_no_reuse"]
+    flat = summary_metrics(summary)  # what W&B gets
+    assert flat["compute/total_flops"] == comp["total_flops"]
+    assert flat["compute/policy_flops/decode"] == comp["policy_flops"]["decode"]
+    assert flat["compute/tokens/prm_read"] == comp["tokens"]["prm_read"]
+
+
+def _row(md: str, header: str) -> dict[str, str]:
+    lines = [line for line in md[md.index("## Runs"):].splitlines() if line.startswith("| ")]
+    cols = [c.strip() for c in lines[0].strip("|").split("|")]
+    vals = [c.strip() for c in lines[1].strip("|").split("|")]
+    return dict(zip(cols, vals))[header]
+
+
+def test_report_columns_and_pareto_x(run, tmp_path):
+    comp = json.loads((run / "summary.json").read_text())["compute"]
+    assert main([str(run), "--out", str(tmp_path / "a"), "--pareto-x", "flops", "--budget", "none"]) == 0
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert _row(md, "TFLOPs") == f"{comp['total_flops'] / 1e12:.3f}"
+    assert _row(md, "TFLOPs no reuse") == f"{comp['total_flops_no_reuse'] / 1e12:.3f}"
+    assert _row(md, "policy decode TF") == f"{comp['policy_flops']['decode'] / 1e12:.3f}"
+    assert (tmp_path / "a" / "accuracy_vs_flops.png").stat().st_size > 1000
+    assert "accuracy_vs_flops.png" in md
+    # a run written before compute existed: the report computes it from problems.jsonl
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    summary = json.loads((old / "summary.json").read_text())
+    del summary["compute"]
+    (old / "summary.json").write_text(json.dumps(summary))
+    assert main([str(old), "--out", str(tmp_path / "b"), "--budget", "none"]) == 0
+    assert _row((tmp_path / "b" / "report.md").read_text(), "TFLOPs") == f"{comp['total_flops'] / 1e12:.3f}"
+    with pytest.raises(SystemExit):
+        main([str(run), "--out", str(tmp_path / "c"), "--pareto-x", "tokens"])

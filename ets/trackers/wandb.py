@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
+from ets.compute import flat_metrics
 from ets.results import VOTES, read_records
 from ets.trackers.local import LocalTracker
 
@@ -62,7 +63,8 @@ def default_group(run_dir: Path, config: dict[str, Any]) -> str:
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    """Flat W&B summary: accuracy per vote, KV mean/peak per backend, counts, throughput."""
+    """Flat W&B summary: accuracy per vote, KV mean/peak per backend, counts, throughput,
+    ``compute/...`` FLOPs."""
     out: dict[str, Any] = {f"accuracy/{k}": v for k, v in summary["accuracy"].items()}
     for name, kv in summary["kv"].items():
         out[f"kv/{name}/mean"] = kv["mean"]
@@ -74,6 +76,7 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     wall = summary.get("wall_time_s") or 0.0
     out["throughput/tokens_per_s"] = summary["tokens_generated"] / wall if wall > 0 else 0.0
     out["throughput/problems_per_s"] = summary["problems"] / wall if wall > 0 else 0.0
+    out.update(flat_metrics(summary.get("compute")))  # FLOPs (ets.compute), where known
     for key, value in (summary.get("selector_stats") or {}).items():
         if isinstance(value, int | float):
             out[f"selector_stats/{key}"] = value
