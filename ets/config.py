@@ -245,6 +245,11 @@ class RLHFlowPRMConf(HFPRMConf):
 
 
 @dataclass
+class SkyworkPRMConf(HFPRMConf):
+    step_token: str = "\n"
+
+
+@dataclass
 class JudgePRMConf(HFPRMConf):
     user_template: str = MISSING
     system_prompt: str = ""
@@ -443,6 +448,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "judge": JudgePRMConf,
         "logprob": LogprobPRMConf,
         "vllm_reward": VLLMRewardPRMConf,
+        "skywork": SkyworkPRMConf,
     },
     "dataset": {"synthetic": SyntheticDatasetConf, "jsonl": JsonlDatasetConf,
                 "multiple_choice": MultipleChoiceDatasetConf},
