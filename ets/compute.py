@@ -168,12 +168,14 @@ def _add(a: dict[str, float] | None, b: dict[str, float] | None, key: str) -> fl
 
 
 def run_compute(records: Iterable[dict[str, Any]], config: Mapping[str, Any]) -> dict[str, Any]:
-    """Run totals (summed over problems) and per-problem means; ``shapes`` says where each
-    shape came from. ``config`` is the run's resolved config (a dict)."""
+    """Run totals (summed over problems), per-problem means and per-problem totals
+    (``per_problem[id]``: policy, PRM, total, total without reuse); ``shapes`` says where
+    each shape came from. ``config`` is the run's resolved config (a dict)."""
     records = list(records)
     (policy, psrc), (prm, rsrc) = resolve_shapes(config)
-    reads = not _is_free_prm(config)
-    per = [problem_compute(r["tree"], policy, prm, reads) for r in records if r.get("tree")]
+    reads = not is_free_prm(config)
+    with_tree = [r for r in records if r.get("tree")]
+    per = [problem_compute(r["tree"], policy, prm, reads) for r in with_tree]
     out: dict[str, Any] = {"shapes": {"policy": psrc, "prm": rsrc}, "problems": len(per),
                            "tokens": {k: sum(p["tokens"][k] for p in per) for k in _tokens()}}
     for name in ("policy_flops", "prm_flops"):
@@ -186,10 +188,19 @@ def run_compute(records: Iterable[dict[str, Any]], config: Mapping[str, Any]) ->
     n = len(per) or 1
     out["per_problem_mean"] = {k: (None if out[k] is None else out[k] / n)
                                for k in ("total_flops", "total_flops_no_reuse")}
+    out["per_problem"] = {
+        str(r.get("id", i)): {"policy": _get(p["policy_flops"], "total"),
+                              "prm": _get(p["prm_flops"], "total"),
+                              "total": p["total_flops"], "total_no_reuse": p["total_flops_no_reuse"]}
+        for i, (r, p) in enumerate(zip(with_tree, per))}
     return out
 
 
-def _is_free_prm(config: Mapping[str, Any]) -> bool:
+def _get(part: dict[str, float] | None, key: str) -> float | None:
+    return None if part is None else part[key]
+
+
+def is_free_prm(config: Mapping[str, Any]) -> bool:
     target = str((config.get("prm") or {}).get("_target_", ""))
     return target.endswith("LogprobPRM")
 
@@ -206,7 +217,7 @@ def resolve_shapes(config: Mapping[str, Any]) -> tuple[tuple[ModelShape | None, 
         node = dict(config.get(side) or {})
         if comp.get(f"{side}_shape"):
             shape, src = _from(comp[f"{side}_shape"], f"compute.{side}_shape")
-        elif side == "prm" and _is_free_prm(config):
+        elif side == "prm" and is_free_prm(config):
             shape, src = None, {"source": "none: the policy's own log-probabilities (0 FLOPs)"}
         elif _is_synthetic(node):
             if comp.get("synthetic_shape"):

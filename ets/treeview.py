@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ets.compute import is_free_prm, problem_compute, resolve_shapes
 from ets.results import read_records
 
 X_GAP, Y_GAP, R, PAD = 22, 70, 7, 30
@@ -128,8 +129,10 @@ def _json_script(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False).replace("<", "\\u003c")
 
 
-def render(record: dict[str, Any], grader: Any | None = None, title: str = "") -> str:
-    """The HTML page of one problem record (``problems.jsonl`` line with its ``tree``)."""
+def render(record: dict[str, Any], grader: Any | None = None, title: str = "",
+           compute: dict[str, Any] | None = None) -> str:
+    """The HTML page of one problem record (``problems.jsonl`` line with its ``tree``);
+    ``compute``: its :func:`ets.compute.problem_compute` (shown in the header)."""
     tree = record["tree"]
     has_kids = {row["parent"] for row in tree if row["parent"] is not None}
     pos = layout(tree)
@@ -178,6 +181,10 @@ def render(record: dict[str, Any], grader: Any | None = None, title: str = "") -
     clusters = len({n["cluster"] for n in nodes if n["cluster"] is not None})
     summary = (f"{len(nodes)} nodes ({counts['expanded']} expanded, {counts['pruned']} pruned, "
                f"{counts['finished']} finished)" + (f", {clusters} clusters" if clusters else ""))
+    if compute and compute.get("total_flops") is not None:
+        summary += (f" · {compute['total_flops'] / 1e12:.4g} TFLOPs (policy "
+                    f"{compute['policy_flops']['total'] / 1e12:.4g}, PRM {compute['prm_flops']['total'] / 1e12:.4g}; "
+                    f"{compute['total_flops_no_reuse'] / 1e12:.4g} without prefix reuse)")
     name = html.escape(f"{title} — problem {record['id']}" if title else f"problem {record['id']}")
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{name}</title>",
@@ -223,7 +230,7 @@ def write_trees(root: Path, out: Path | None = None, ids: Sequence[str] | None =
     for d in dirs:
         rel = d.relative_to(root)
         name = str(rel) if str(rel) != "." else d.name
-        grader = _grader(d)
+        grader, shapes = _grader(d), _shapes(d)
         for rec in read_records(d / "problems.jsonl"):
             if wanted is not None and str(rec["id"]) not in wanted:
                 continue
@@ -231,7 +238,8 @@ def write_trees(root: Path, out: Path | None = None, ids: Sequence[str] | None =
                 continue
             page = out_dir / _safe(name) / f"{_safe(str(rec['id']))}.html"
             page.parent.mkdir(parents=True, exist_ok=True)
-            page.write_text(render(rec, grader, name), encoding="utf-8")
+            comp = problem_compute(rec["tree"], *shapes) if shapes else None
+            page.write_text(render(rec, grader, name, comp), encoding="utf-8")
             pages.append(page)
     if not pages:
         raise SystemExit(f"ets.report --trees: no problem with a tree matches {sorted(wanted or [])} "
@@ -239,15 +247,31 @@ def write_trees(root: Path, out: Path | None = None, ids: Sequence[str] | None =
     return pages
 
 
+def _config(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return None
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # type: ignore[return-value]
+
+
+def _shapes(run_dir: Path) -> tuple[Any, Any, bool] | None:
+    """(policy shape, PRM shape, PRM reads) for :func:`ets.compute.problem_compute`."""
+    config = _config(run_dir)
+    if config is None:
+        return None
+    (policy, _), (prm, _) = resolve_shapes(config)
+    return policy, prm, not is_free_prm(config)
+
+
 def _grader(run_dir: Path) -> Any | None:
-    cfg = run_dir / "config.yaml"
-    if not cfg.exists():
+    config = _config(run_dir)
+    if config is None:
         return None
     try:
-        from omegaconf import OmegaConf
-
         from ets.runs import load_grader
 
-        return load_grader(OmegaConf.to_container(OmegaConf.load(cfg), resolve=False))
+        return load_grader(config)
     except Exception:  # noqa: BLE001 - correctness then comes from the votes
         return None

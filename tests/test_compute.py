@@ -68,11 +68,13 @@ def test_shapes_from_folder_and_logprob(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(TINY))
     cfg = {"policy": {"_target_": "ets.policies.hf.HFPolicy", "model": str(tmp_path)},
            "prm": {"_target_": "ets.prms.logprob.LogprobPRM"}}
-    out = run_compute([{"tree": TREE}, {"tree": TREE}], cfg)
+    out = run_compute([{"id": "0", "tree": TREE}, {"id": "1", "tree": TREE}], cfg)
     assert out["shapes"]["policy"]["source"] == str(tmp_path / "config.json")
     assert out["policy_flops"]["decode"] == 2 * 1306112
     assert out["prm_flops"]["total"] == 0
     assert out["per_problem_mean"]["total_flops"] == 778752 + 1306112
+    assert out["per_problem"]["1"] == {"policy": 778752 + 1306112, "prm": 0,
+                                       "total": 778752 + 1306112, "total_no_reuse": 2857984 + 1306112}
     cfg["prm"] = {"_target_": "ets.prms.math_shepherd.MathShepherdPRM", "model": str(tmp_path / "nope")}
     out = run_compute([{"tree": TREE}], cfg)
     assert out["prm_flops"] is None and "config.json" in out["shapes"]["prm"]["error"]

@@ -186,8 +186,11 @@ class WandbTracker:
         assert self._run_dir is not None
         backends = sorted(summary["kv"])
         records = read_records(self._run_dir / "problems.jsonl")
-        table = wandb.Table(columns=problem_columns(backends),
-                            data=[problem_row(r, backends) for r in records])
+        per = (summary.get("compute") or {}).get("per_problem") or {}  # FLOPs (ets.compute)
+        table = wandb.Table(columns=problem_columns(backends) + ["flops", "flops_no_reuse"],
+                            data=[problem_row(r, backends)
+                                  + [per.get(str(r["id"]), {}).get(k) for k in ("total", "total_no_reuse")]
+                                  for r in records])
         head = summary.get("kv_headline") or backends[0]
         cols = (["run", "kv_backend", "kv_mean", "kv_peak", "accuracy"]
                 + [f"accuracy_{v}" for v in VOTES])
