@@ -10,7 +10,9 @@ The FLOPs model (forward pass only; a multiply-add is 2 FLOPs):
 * **Attention term**: a token at (0-based) position ``i`` attends to ``i + 1`` keys: ``QKᵀ``
   and ``A·V`` cost ``2·d_attn·(i+1)`` FLOPs each per layer, ``d_attn = heads·head_dim``,
   so ``4·L·d_attn·(i+1)`` per token. A block of ``n`` tokens after ``s`` earlier ones
-  costs ``4·L·d_attn·(n·s + n(n+1)/2)``.
+  costs ``4·L·d_attn·(n·s + n(n+1)/2)``. That is the causal half a flash-style kernel
+  computes; an eager kernel also computes the masked half of a prefill's square (torch's
+  flop counter agrees with both: ``tests/test_compute.py``).
 
 What is processed where (depth-synchronous search, :mod:`ets.search`):
 

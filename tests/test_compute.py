@@ -133,3 +133,31 @@ def test_report_columns_and_pareto_x(run, tmp_path):
     assert _row((tmp_path / "b" / "report.md").read_text(), "TFLOPs") == f"{comp['total_flops'] / 1e12:.3f}"
     with pytest.raises(SystemExit):
         main([str(run), "--out", str(tmp_path / "c"), "--pareto-x", "tokens"])
+
+
+def test_against_torch_flop_counter():
+    """torch's FlopCounterMode on a real tiny Llama (eager attention) counts exactly our
+    decode FLOPs; its prefill is the full n x n attention square (the eager kernel computes
+    the masked half too), ours the causal half: 2N·n + 4·L·d·n² vs 2N·n + 4·L·d·n(n+1)/2."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = {k: v for k, v in TINY.items() if k != "model_type"}
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**cfg, tie_word_embeddings=False,
+                                         attn_implementation="eager")).eval()
+    shape = ModelShape.from_config(TINY)
+    ids = torch.randint(0, 100, (1, 7))
+    with torch.no_grad():
+        cache = model(ids, use_cache=True).past_key_values
+        decode = FlopCounterMode(display=False)
+        with decode:
+            model(torch.tensor([[5]]), past_key_values=cache, use_cache=True)
+        prefill = FlopCounterMode(display=False)
+        with prefill:
+            model(ids, use_cache=False)
+    assert decode.get_total_flops() == shape.flops(1, 7)  # one token after 7
+    square = 2 * shape.matmul_params * 7 + 4 * 2 * 64 * 7 * 7
+    assert prefill.get_total_flops() == square
+    assert square - shape.flops(7) == 4 * 2 * 64 * (49 - 28)
