@@ -12,7 +12,6 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ets.compute import run_compute
 from ets.config import validate
 from ets.kv.accounting import KVAccounting
 from ets.results import ResultsFile, environment, summarize, write_json
@@ -89,6 +88,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 bar.set_postfix(depth=metrics["depth_iteration"], refresh=False)
 
             counters = search.run(todo, on_result, on_depth)
+        from ets.compute import run_compute  # FLOPs from the dumped trees
+
         summary = summarize(
             [r for r in records if r["id"] in ids],
             wall_time_s=previous.get("wall_time_s", 0.0) + time.perf_counter() - start,
@@ -97,9 +98,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             kv_headline=search.kv.headline,
             selector_stats=getattr(search.selector, "stats", {}),
             counters_this_session=asdict(counters),
+            compute=run_compute([r for r in records if r["id"] in ids],  # FLOPs (ets.compute)
+                                OmegaConf.to_container(cfg, resolve=True)),
         )
-        summary["compute"] = run_compute(  # FLOPs from the dumped trees (ets.compute)
-            [r for r in records if r["id"] in ids], OmegaConf.to_container(cfg, resolve=True))
         if search.engine_series:
             summary["kv"]["engine"] = engine_kv(search.engine_series)
         write_json(run_dir / "summary.json", summary)
