@@ -121,6 +121,8 @@ function show(id) {
 }
 document.querySelectorAll('.node').forEach(e => e.addEventListener('click', () => show(+e.dataset.id)));
 show(DATA.nodes[0].id);
+const box = document.getElementById('svgbox'), root = document.querySelector('.node.root');
+if (root) box.scrollLeft = root.cx.baseVal.value - box.clientWidth / 2;  // wide trees: root in view
 """
 
 
