@@ -255,6 +255,11 @@ class RLHFlowPRMConf(HFPRMConf):
 
 
 @dataclass
+class SkyworkPRMConf(HFPRMConf):
+    step_token: str = "\n"
+
+
+@dataclass
 class JudgePRMConf(HFPRMConf):
     user_template: str = MISSING
     system_prompt: str = ""
@@ -395,6 +400,17 @@ class JsonlDatasetConf(DatasetConf):
 
 
 @dataclass
+class MultipleChoiceDatasetConf(JsonlDatasetConf):
+    """``ets.datasets.multiple_choice.MultipleChoiceDataset`` (GPQA): gold = a letter."""
+
+    correct_field: str = "Correct Answer"
+    incorrect_fields: list[str] = field(default_factory=lambda: [
+        "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"])
+    choice_seed: int = 0
+    template: str = "{question}\n\n{choices}"
+
+
+@dataclass
 class TrackerConf(Component):
     tags: list[str] = field(default_factory=list)
 
@@ -442,8 +458,10 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "judge": JudgePRMConf,
         "logprob": LogprobPRMConf,
         "vllm_reward": VLLMRewardPRMConf,
+        "skywork": SkyworkPRMConf,
     },
-    "dataset": {"synthetic": SyntheticDatasetConf, "jsonl": JsonlDatasetConf},
+    "dataset": {"synthetic": SyntheticDatasetConf, "jsonl": JsonlDatasetConf,
+                "multiple_choice": MultipleChoiceDatasetConf},
     "tracker": {"base": TrackerConf, "wandb": WandbTrackerConf},
     "embedder": {"base": EmbedderConf},
 }

@@ -34,6 +34,37 @@ class NumericGrader:
         return g == p
 
 
+_LATEX_WRAP = re.compile(r"\\(?:text|textbf|mathrm|mathbf|boxed)\s*\{([^{}]*)\}")
+_LEAD_LETTER = re.compile(r"^[\s(\[]*([A-J])(?:[\s)\].:,]|$)")
+_SAID_LETTER = re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*[(\[]?([A-J])\b[)\]]?", re.IGNORECASE)
+
+
+def answer_letter(text: str) -> str | None:
+    """The choice letter an answer names: ``"B"``, ``"(B)"``, ``"B) 42"``, ``"\\text{B}"``,
+    ``"$\\textbf{(B)}$"``, ``"Answer: B"``; None when it names none (a bare ``"A"``-less text).
+
+    Letters are A-J, upper case only (a lower-case ``"a"`` is more often an article or a
+    variable than a choice).
+    """
+    s = text.strip().replace("$", "")
+    for _ in range(3):  # unwrap nested \text{\textbf{(B)}}
+        s = _LATEX_WRAP.sub(r"\1", s)
+    m = _LEAD_LETTER.match(s)
+    if m:
+        return m.group(1)
+    m = _SAID_LETTER.search(s)
+    return m.group(1).upper() if m and m.group(1).isupper() else None
+
+
+class LetterGrader:
+    """Multiple choice (GPQA): equivalent when the prediction names the gold's letter
+    (:func:`answer_letter` on both sides)."""
+
+    def equivalent(self, gold: str, pred: str) -> bool:
+        g, p = answer_letter(gold), answer_letter(pred)
+        return g is not None and g == p
+
+
 def _verify(gold: str, pred: str) -> bool:
     from math_verify import parse, verify
 

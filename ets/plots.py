@@ -44,10 +44,16 @@ def _save(fig: Any, path: Path, tight: bool = True) -> Path:
     return path
 
 
-def plot_accuracy_vs_kv(points: Sequence[dict[str, Any]], headline: str, path: Path) -> Path:
-    """One point per run (``kv``, ``accuracy``, ``selector``, ``label``), coloured by selector,
-    with the Pareto front (least KV for the accuracy) drawn as a step line."""
+def plot_accuracy_vs_kv(points: Sequence[dict[str, Any]], headline: str, path: Path,
+                        x: str = "kv", xlabel: str | None = None) -> Path:
+    """One point per run (``x``, ``accuracy``, ``selector``, ``label``), coloured by selector,
+    with the Pareto front (least ``x`` for the accuracy) drawn as a step line.
+
+    ``x`` picks the cost axis: ``kv`` (mean KV of the ``headline`` backend) or any other
+    key of the points (e.g. ``flops``, from :mod:`ets.compute`), labelled ``xlabel``.
+    """
     fig, (ax,) = _figure()
+    points = [dict(p, kv=p[x]) for p in points]
     xs = [p["kv"] for p in points]
     ys = [p["accuracy"] for p in points]
     selectors = sorted({p["selector"] for p in points})
@@ -62,9 +68,10 @@ def plot_accuracy_vs_kv(points: Sequence[dict[str, Any]], headline: str, path: P
                 linewidth=1.2, linestyle="--", label="Pareto front", zorder=2)
         ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=130, facecolors="none",
                    edgecolors="black", linewidths=1.3, zorder=4)
-    ax.set_xlabel(f"mean KV ({headline}, tokens)")
+    ax.set_xlabel(xlabel or f"mean KV ({headline}, tokens)")
     ax.set_ylabel("accuracy (weighted majority)")
-    ax.set_title(f"accuracy vs KV, one point per run ({len(points)} runs)")
+    what = "KV" if x == "kv" else x.replace("_", " ")
+    ax.set_title(f"accuracy vs {what}, one point per run ({len(points)} runs)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _save(fig, path)

@@ -1,11 +1,13 @@
-"""``python -m ets.report <run or sweep dir> [--out DIR] [--wandb]``: tables and plots over runs.
+"""``python -m ets.report <run or sweep dir> [--out DIR] [--wandb] [--trees [IDS]]``: tables and plots over runs.
 
 Every directory below the path holding ``summary.json`` and ``config.yaml`` is a run (runs
 nested in a run, e.g. ``rerun-1/``, are left out). Writes ``report.md`` (a row per run;
 mean and t-based 95% CI across seeds; a KV table with the after-pruning view, the
 newest-step share and, with ``--baseline RUN``, each run's KV ratios to that run),
 ``accuracy_vs_kv.png`` (Pareto front marked), ``kv_per_depth.png`` and a budget curve
-subsampled from one run (:mod:`ets.budget`).
+subsampled from one run (:mod:`ets.budget`). Compute columns (TFLOPs, :mod:`ets.compute`);
+``--pareto-x flops`` puts compute on the Pareto plot's x axis. ``--trees [IDS]`` writes one
+self-contained HTML tree viewer per problem instead (:mod:`ets.treeview`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ets import budget as B
+from ets import compute as C
 from ets import plots
 from ets.results import VOTES, read_records
 from ets.runs import Run, choose_budget_run, kv_per_depth, load_grader, load_runs, mean_ci, seed_groups
@@ -85,6 +88,37 @@ def _sum(key: str) -> Callable[[Run], Any]:
     return lambda r: r.summary.get(key)
 
 
+def run_compute(run: Run) -> dict[str, Any] | None:
+    """The run's ``compute`` (FLOPs) block: from ``summary.json``, or, for runs written
+    before it existed, computed from ``problems.jsonl`` and the config (:mod:`ets.compute`)."""
+    if "compute" not in run.summary:
+        path = run.path / "problems.jsonl"
+        run.summary["compute"] = (C.run_compute(read_records(path), run.config)
+                                  if path.exists() else None)
+    return run.summary["compute"]
+
+
+def _flops(*keys: str, scale: float = 1e12) -> Callable[[Run], Any]:
+    """A FLOPs figure in TFLOPs, by path in the compute block (None where unknown)."""
+    def get(r: Run) -> Any:
+        node: Any = run_compute(r)
+        for k in keys:
+            node = node.get(k) if isinstance(node, dict) else None
+        return None if node is None else node / scale
+    return get
+
+
+COMPUTE_COLUMNS: list[Column] = [
+    ("TFLOPs", _flops("total_flops"), ".3f"),
+    ("TFLOPs no reuse", _flops("total_flops_no_reuse"), ".3f"),
+    ("policy prefill TF", _flops("policy_flops", "prefill"), ".3f"),
+    ("policy decode TF", _flops("policy_flops", "decode"), ".3f"),
+    ("PRM TF", _flops("prm_flops", "total"), ".3f"),
+    ("PRM TF no reuse", _flops("prm_flops", "total_no_reuse"), ".3f"),
+]
+PARETO_X = {"kv": None, "flops": ("total_flops",), "flops_no_reuse": ("total_flops_no_reuse",)}
+
+
 def run_columns(runs: Sequence[Run]) -> list[Column]:
     """(header, getter, format) of the per-run table."""
     cols: list[Column] = [
@@ -97,7 +131,8 @@ def run_columns(runs: Sequence[Run]) -> list[Column]:
         cols += [(f"KV {b} mean", _kv(b, "mean"), ".2f"), (f"KV {b} peak", _kv(b, "peak"), "")]
         if b in _views(runs):
             cols.append((f"KV {b} total", _kv(b, "total"), ".1f"))
-    return cols + [("tokens", _sum("tokens_generated"), ""), ("wall s", _sum("wall_time_s"), ".2f")]
+    return cols + COMPUTE_COLUMNS + [("tokens", _sum("tokens_generated"), ""),
+                                     ("wall s", _sum("wall_time_s"), ".2f")]
 
 
 def ci_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
@@ -105,6 +140,7 @@ def ci_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     metrics: list[Column] = [(f"acc {SHORT[v]}", _acc(v), ".4f") for v in VOTES]
     metrics += [(f"KV {b} mean", _kv(b, "mean"), ".2f") for b in _backends(runs)]
     metrics += [(f"KV {b} total", _kv(b, "total"), ".1f") for b in _views(runs)]
+    metrics += COMPUTE_COLUMNS[:2]
     metrics += [("tokens", _sum("tokens_generated"), ".1f"), ("wall s", _sum("wall_time_s"), ".2f")]
     header = ["selector", "W", "λ", "coverage w", "seeds", "n"] + [m[0] for m in metrics]
     rows = []
@@ -156,7 +192,8 @@ def _depth_runs(runs: Sequence[Run], points: list[dict[str, Any]], wanted: Seque
 
 def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", samples: int = 64,
                  seed: int = 0, depth_runs: Sequence[str] | None = None, use_wandb: bool = False,
-                 project: str = "ets", entity: str | None = None, baseline: str | None = None) -> Path:
+                 project: str = "ets", entity: str | None = None, baseline: str | None = None,
+                 pareto_x: str = "kv") -> Path:
     """Write ``report.md`` and the PNGs into ``out`` (default ``root``); returns the report path.
 
     Args:
@@ -168,7 +205,11 @@ def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", s
         baseline: A run (name, path or unique name substring) for the KV ratio columns.
         use_wandb: Also log the tables and images to W&B (``--wandb``).
         project, entity: W&B destination for ``use_wandb``.
+        pareto_x: Cost axis of the accuracy Pareto plot: ``kv`` (mean KV of the headline
+            backend), ``flops`` or ``flops_no_reuse`` (total TFLOPs, :mod:`ets.compute`).
     """
+    if pareto_x not in PARETO_X:
+        raise SystemExit(f"ets.report: --pareto-x {pareto_x!r}; allowed: {', '.join(PARETO_X)}")
     root = Path(root)
     runs = load_runs(root)
     if not runs:
@@ -182,7 +223,18 @@ def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", s
     kv_header, kv_rows = kv_table(runs, pick_baseline(runs, baseline) if baseline else None)
     points = [{"kv": r.summary["kv"][headline]["mean"], "selector": r.selector, "label": r.name,
                "accuracy": r.summary["accuracy"]["weighted_majority"]} for r in runs]
-    images = [plots.plot_accuracy_vs_kv(points, headline, out / "accuracy_vs_kv.png")]
+    for p, r in zip(points, runs):
+        p["flops"], p["flops_no_reuse"] = _flops("total_flops")(r), _flops("total_flops_no_reuse")(r)
+    if pareto_x == "kv":
+        images = [plots.plot_accuracy_vs_kv(points, headline, out / "accuracy_vs_kv.png")]
+    else:
+        known = [p for p in points if p[pareto_x] is not None]
+        if not known:
+            raise SystemExit(f"ets.report: --pareto-x {pareto_x}: no run has FLOPs (model shapes "
+                             "unknown: see summary.json compute.shapes)")
+        label = "total TFLOPs" + (" without prefix reuse" if pareto_x == "flops_no_reuse" else "")
+        images = [plots.plot_accuracy_vs_kv(known, headline, out / f"accuracy_vs_{pareto_x}.png",
+                                            x=pareto_x, xlabel=f"{label} (policy + PRM)")]
     chosen = _depth_runs(runs, points, depth_runs)
     if chosen:
         images.append(plots.plot_kv_per_depth({r.name: kv_per_depth(r) for r in chosen},
@@ -201,7 +253,11 @@ def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", s
           "`newest-step share`: tokens of the candidates' own newest step / KV held, over all "
           "calls. `× base`: the baseline's KV / the run's (> 1: less KV than the baseline).", "",
           markdown(kv_header, kv_rows), "", "## Plots", "",
-          f"![accuracy vs KV]({images[0].name}) — Pareto front (least KV for its accuracy) dashed."]
+          f"![accuracy vs {pareto_x}]({images[0].name}) — Pareto front (least "
+          f"{'KV' if pareto_x == 'kv' else 'compute'} for its accuracy) dashed.", "",
+          "Compute (TFLOPs, forward, policy + PRM; `ets/compute.py`): 2·N per token plus the "
+          "attention term 4·layers·d_attn·context; `no reuse`: every child and every PRM call "
+          "re-reads its whole context, otherwise no token is computed twice (ideal prefix cache)."]
     if chosen:
         md += ["", f"![KV per depth](kv_per_depth.png) — runs: {', '.join(r.name for r in chosen)}; "
                "mean over all problems, a problem that has stopped counting 0 (each curve sums "
@@ -278,12 +334,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="budget curve: subsampling seed")
     ap.add_argument("--baseline", default=None,
                     help="run (name, path or unique name substring) for the KV ratio columns")
+    ap.add_argument("--pareto-x", default="kv", choices=list(PARETO_X),
+                    help="cost axis of the accuracy Pareto plot (default kv)")
+    ap.add_argument("--trees", nargs="*", default=None, metavar="ID",
+                    help="write one HTML tree viewer per problem (all, or these ids) under "
+                         "OUT/trees/<run>/ instead of the report")
     ap.add_argument("--depth-runs", nargs="*", default=None,
                     help="substrings of run names for the KV-per-depth plot (default: Pareto front)")
     args = ap.parse_args(argv)
+    if args.trees is not None:
+        from ets.treeview import write_trees
+
+        pages = write_trees(args.path, args.out, args.trees or None)
+        print(f"wrote {len(pages)} tree pages" + (f" under {pages[0].parent.parent}" if pages else ""))
+        return 0
     report = write_report(args.path, args.out, budget=args.budget, samples=args.samples,
                           seed=args.seed, depth_runs=args.depth_runs, use_wandb=args.wandb,
-                          project=args.project, entity=args.entity, baseline=args.baseline)
+                          project=args.project, entity=args.entity, baseline=args.baseline,
+                          pareto_x=args.pareto_x)
     print(f"wrote {report}")
     return 0
 

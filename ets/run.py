@@ -95,6 +95,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 bar.set_postfix(depth=metrics["depth_iteration"], refresh=False)
 
             counters = search.run(todo, on_result, on_depth)
+        from ets.compute import run_compute  # FLOPs from the dumped trees
+
         summary = summarize(
             [r for r in records if r["id"] in ids],
             wall_time_s=previous.get("wall_time_s", 0.0) + time.perf_counter() - start,
@@ -103,6 +105,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             kv_headline=search.kv.headline,
             selector_stats=getattr(search.selector, "stats", {}),
             counters_this_session=asdict(counters),
+            compute=run_compute([r for r in records if r["id"] in ids],  # FLOPs (ets.compute)
+                                OmegaConf.to_container(cfg, resolve=True)),
         )
         summary["engine_start_s"] = engine_start_s
         if search.engine_series:

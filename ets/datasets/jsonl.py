@@ -107,6 +107,8 @@ class JsonlDataset:
         return str(self.hub_id).split("/")[-1], rows
 
     def _answer(self, raw: object) -> str | None:
+        if isinstance(raw, list | tuple):  # e.g. OlympiadBench's final_answer: ["$x$", ...]
+            raw = ", ".join(str(a).strip() for a in raw if str(a).strip()) or None
         text = str(raw) if raw is not None else ""
         if self.answer_format == "gsm8k":
             return extract_answer(text, ["####"])

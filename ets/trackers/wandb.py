@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+from ets.compute import flat_metrics
 from ets.results import VOTES, read_records
 from ets.trackers.local import LocalTracker
 
@@ -79,7 +80,8 @@ def default_group(run_dir: Path, config: dict[str, Any]) -> str:
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    """Flat W&B summary: accuracy per vote, KV mean/peak per backend, counts, throughput."""
+    """Flat W&B summary: accuracy per vote, KV mean/peak per backend, counts, throughput,
+    ``compute/...`` FLOPs."""
     out: dict[str, Any] = {f"accuracy/{k}": v for k, v in summary["accuracy"].items()}
     for name, kv in summary["kv"].items():
         out[f"kv/{name}/mean"] = kv["mean"]
@@ -91,6 +93,7 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     wall = summary.get("wall_time_s") or 0.0
     out["throughput/tokens_per_s"] = summary["tokens_generated"] / wall if wall > 0 else 0.0
     out["throughput/problems_per_s"] = summary["problems"] / wall if wall > 0 else 0.0
+    out.update(flat_metrics(summary.get("compute")))  # FLOPs (ets.compute), where known
     for key, value in (summary.get("selector_stats") or {}).items():
         if isinstance(value, int | float):
             out[f"selector_stats/{key}"] = value
@@ -206,8 +209,11 @@ class WandbTracker:
         assert self._run_dir is not None
         backends = sorted(summary["kv"])
         records = read_records(self._run_dir / "problems.jsonl")
-        table = wandb.Table(columns=problem_columns(backends),
-                            data=[problem_row(r, backends) for r in records])
+        per = (summary.get("compute") or {}).get("per_problem") or {}  # FLOPs (ets.compute)
+        table = wandb.Table(columns=problem_columns(backends) + ["flops", "flops_no_reuse"],
+                            data=[problem_row(r, backends)
+                                  + [per.get(str(r["id"]), {}).get(k) for k in ("total", "total_no_reuse")]
+                                  for r in records])
         head = summary.get("kv_headline") or backends[0]
         cols = (["run", "kv_backend", "kv_mean", "kv_peak", "accuracy"]
                 + [f"accuracy_{v}" for v in VOTES])

@@ -64,6 +64,7 @@ def test_offline_run_logs_config_summary_per_depth_and_tables(compose_cfg, tmp_p
     for key in ("problems", "tokens_generated", "policy_calls", "prm_calls"):
         assert s[key] == summary[key]
     assert s["wall_time_s"] == pytest.approx(summary["wall_time_s"])
+    assert s["compute/total_flops"] == pytest.approx(summary["compute"]["total_flops"])
     assert s["throughput/tokens_per_s"] == pytest.approx(summary["tokens_generated"] / summary["wall_time_s"])
     assert s["throughput/problems_per_s"] == pytest.approx(3 / summary["wall_time_s"])
 
@@ -78,7 +79,8 @@ def test_offline_run_logs_config_summary_per_depth_and_tables(compose_cfg, tmp_p
     (table_file,) = (run_dir / "files" / "media" / "table").glob("problem_table_*.table.json")
     table = json.loads(table_file.read_text())
     cols = table["columns"]
-    assert cols[:2] == ["id", "gold"] and "kv_mean_radix" in cols and cols[-1] == "tokens"
+    assert cols[:2] == ["id", "gold"] and "kv_mean_radix" in cols
+    assert cols[-3:] == ["tokens", "flops", "flops_no_reuse"]
     assert len(table["data"]) == 3
     for row in table["data"]:
         rec = records[row[0]]
@@ -87,6 +89,9 @@ def test_offline_run_logs_config_summary_per_depth_and_tables(compose_cfg, tmp_p
         assert got["correct_weighted_majority"] == rec["correct"]["weighted_majority"]
         assert got["pred_majority"] == (rec["predictions"]["majority"] or "")
         assert got["kv_mean_paged"] == pytest.approx(rec["kv"]["paged"]["mean"])
+        per = summary["compute"]["per_problem"][row[0]]  # FLOPs per problem (ets.compute)
+        assert got["flops"] == pytest.approx(per["total"]) and per["total"] > 0
+        assert got["flops_no_reuse"] == pytest.approx(per["total_no_reuse"])
     (point_file,) = (run_dir / "files" / "media" / "table").glob("accuracy_vs_kv_table_*.table.json")
     point = dict(zip(*(lambda t: (t["columns"], t["data"][0]))(json.loads(point_file.read_text()))))
     assert point["kv_mean"] == pytest.approx(summary["kv"]["radix"]["mean"])
