@@ -134,7 +134,7 @@ class ResultsFile:
             for n, _, why in parsed.bad:
                 log.warning("%s line %d: %s; moved to %s (its problem is re-run)",
                             self.path, n, why, self.corrupt.name)
-            _atomic_write(self.path, b"".join(parsed.good_lines))
+            atomic_write(self.path, b"".join(parsed.good_lines))
         elif parsed.torn:
             with open(self.path, "r+b") as fh:
                 fh.truncate(len(raw) - len(parsed.torn))
@@ -163,7 +163,7 @@ class ResultsFile:
             os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a uniquely named temp file (two writers never share
     one), fsync'd, then renamed over ``path``."""
     path = Path(path)
@@ -181,7 +181,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (unique temp file + rename)."""
-    _atomic_write(path, json.dumps(obj, indent=2, default=str).encode())
+    atomic_write(path, json.dumps(obj, indent=2, default=str).encode())
 
 
 def summarize(records: Iterable[dict[str, Any]], **extra: Any) -> dict[str, Any]:
