@@ -18,11 +18,15 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     """Run one experiment; returns weighted-majority accuracy (for sweepers)."""
     from ets.run import format_summary, run
+    from ets.rundir import RunDirError
 
     try:
         summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except ConfigError as exc:
         print(f"ets: invalid config: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except RunDirError as exc:  # the run dir is locked, or holds another config
+        print(f"ets: {exc}", file=sys.stderr)
         sys.exit(2)
     print(format_summary(summary))
     return float(summary["accuracy"]["weighted_majority"])
