@@ -163,25 +163,27 @@ class ResultsFile:
             os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` via a uniquely named temp file (two writers never share
-    one), fsync'd, then renamed over ``path``."""
+    one), then renamed over ``path``; fsync'd when ``durable`` (a kill never leaves a
+    partial file either way; only a power loss needs the fsync)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (unique temp file + rename)."""
-    atomic_write(path, json.dumps(obj, indent=2, default=str).encode())
+def write_json(path: Path, obj: Any, durable: bool = True) -> None:
+    """Write JSON atomically (unique temp file + rename; see :func:`atomic_write`)."""
+    atomic_write(path, json.dumps(obj, indent=2, default=str).encode(), durable)
 
 
 def summarize(records: Iterable[dict[str, Any]], **extra: Any) -> dict[str, Any]:

@@ -236,7 +236,7 @@ class Attempts:
             self.current["committed"] = dict(snap)
             self.current["records"] += 1
         self.current["engine"] = engine
-        self.save()
+        self.save(durable=False)  # after every depth: a kill keeps it, fsync would cost
 
     def finish(self, status: str) -> None:
         if status == "finished":  # the summary closes the attempt: nothing of it is lost
@@ -245,8 +245,8 @@ class Attempts:
         self.current["status"], self.current["ended"] = status, _now()
         self.save()
 
-    def save(self) -> None:
-        write_json(self.path, {**self.meta, "attempts": self.attempts})
+    def save(self, durable: bool = True) -> None:
+        write_json(self.path, {**self.meta, "attempts": self.attempts}, durable)
 
     def summary_counters(self) -> dict[str, Any]:
         """The summary's counters over all attempts (see the module docstring)."""

@@ -278,3 +278,20 @@ def test_unreadable_files_are_named_and_the_report_skips_that_run(compose_cfg, t
     assert run(cfg_d, sweep / "d")["problems"] == 6
     assert json.loads((sweep / "d" / "problems.jsonl.corrupt").read_bytes()) == rec
     assert run(compose_cfg(*SMALL, f"search.seed={ord('b')}"), sweep / "b")["problems"] == 6
+
+
+def test_engine_numbers_add_up_over_attempts():
+    from ets.run import engine_kv
+    from ets.rundir import engine_over_attempts, engine_partial
+
+    # the prefix-cache counters are cumulative within one engine (one attempt)
+    a = [{"kv_tokens": 10.0, "prefix_cache_hits": 1, "prefix_cache_queries": 4},
+         {"kv_tokens": 30.0, "prefix_cache_hits": 3, "prefix_cache_queries": 8,
+          "prompt_tokens_cached": 5}]
+    b = [{"kv_tokens": 50.0, "prefix_cache_hits": 6, "prefix_cache_queries": 8,
+          "prompt_tokens_cached": 7}]
+    both = engine_over_attempts([engine_partial(a), engine_partial(b)])
+    assert both == {"mean": 30.0, "peak": 50.0, "prefix_cache_hit_rate": 9 / 16,
+                    "prompt_tokens_cached": 12}
+    assert engine_kv(a) == {"mean": 20.0, "peak": 30.0, "prefix_cache_hit_rate": 3 / 8,
+                            "prompt_tokens_cached": 5}
