@@ -42,6 +42,7 @@ from ets.results import (
     summarize,
     write_json,
 )
+from ets.rundir import reconcile
 from ets.runs import find_run_dirs, flatten, load_config
 
 log = logging.getLogger("ets.merge")
@@ -228,6 +229,7 @@ def _counters(run: ShardRun) -> dict[str, float]:
     except (OSError, RunFileError, AttributeError):
         attempts = []
     if attempts:
+        attempts = reconcile(attempts, {rec["id"] for rec in run.records})
         return {k: sum((a.get("committed") or {}).get(k, 0) for a in attempts) for k in SUMMED}
     return {"wall_time_s": sum(rec.get("wall_time_s", 0.0) for rec in run.records),
             "policy_calls": 0, "prm_calls": 0}

@@ -83,32 +83,33 @@ def _run_locked(cfg: DictConfig, run_dir: Path, forced: list[str]) -> dict[str, 
     attempt: dict[str, Any] = {"problems_todo": len(todo)}
     if forced:
         attempt["resume_forced"] = forced
-    attempts = Attempts(run_dir, {**environment(ROOT), "seed": cfg.search.seed}, attempt)
+    attempts = Attempts(run_dir, {**environment(ROOT), "seed": cfg.search.seed}, attempt, done)
     status = "failed"
     summary: dict[str, Any] | None = None
     tracker.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
     attempts.start_clock()  # after the tracker's start-up, which is not search time
 
-    def persist(committed: bool) -> None:
+    def persist(record: str | None = None) -> None:
         attempts.progress(search.counters, getattr(search.selector, "stats", {}),
-                          engine_partial(search.engine_series), committed)
+                          engine_partial(search.engine_series), record)
 
     try:
         with _progress(len(problems), len(problems) - len(todo)) as bar:
             def on_result(rec: dict[str, Any]) -> None:
+                persist(record=rec["id"])
                 results.append(rec)
-                persist(committed=True)
+                attempts.committed()
                 records.append(rec)
                 tracker.log_problem(rec)
                 bar.update()
 
             def on_depth(metrics: dict[str, float]) -> None:
-                persist(committed=False)
+                persist()
                 tracker.log_depth(metrics)
                 bar.set_postfix(depth=metrics["depth_iteration"], refresh=False)
 
             counters = search.run(todo, on_result, on_depth)
-        persist(committed=False)
+        persist()
         attempts.finish("finished")
         status = "finished"
         totals = attempts.summary_counters()

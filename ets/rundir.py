@@ -11,7 +11,8 @@ and counters that are exact over every attempt (killed ones included).
   counters), rewritten after every depth iteration and every record, so a killed attempt's
   work is not lost. Per attempt, ``total`` counts everything done up to the last finished
   depth iteration, ``committed`` everything up to the attempt's last record that reached
-  the disk. The summary's ``policy_calls``, ``prm_calls``, ``wall_time_s`` and
+  the disk (a kill between the record's write and ``run.json``'s is settled at the next
+  start by whether the record is in ``problems.jsonl``: :func:`reconcile`). The summary's ``policy_calls``, ``prm_calls``, ``wall_time_s`` and
   ``selector_stats`` are sums of ``committed`` over attempts: the cost of the records in
   ``problems.jsonl``. What a killed attempt spent after its last record (problems in
   flight, whose records never reached the disk and are re-run) is summed apart under
@@ -182,10 +183,13 @@ class Attempts:
         attempt: This attempt's own fields (``problems_todo``, ``resume_forced``, ...).
     """
 
-    def __init__(self, run_dir: Path, meta: dict[str, Any], attempt: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, meta: dict[str, Any], attempt: dict[str, Any],
+                 done: set[str] | frozenset[str] = frozenset()) -> None:
         self.path = Path(run_dir) / "run.json"
         self.meta = meta
-        self.attempts = self._earlier(Path(run_dir))
+        for tmp in Path(run_dir).glob(".*.*.tmp"):  # temp files of a killed writer (we hold the lock)
+            tmp.unlink(missing_ok=True)
+        self.attempts = reconcile(self._earlier(Path(run_dir)), done)
         self.current: dict[str, Any] = {
             "attempt": len(self.attempts) + 1, "pid": os.getpid(), "host": socket.gethostname(),
             "started": _now(), "ended": None, "status": "running", **attempt, "records": 0,
@@ -225,18 +229,28 @@ class Attempts:
         return time.perf_counter() - self._start
 
     def progress(self, counters: Any, selector_stats: dict[str, Any], engine: dict[str, float] | None,
-                 committed: bool) -> None:
-        """Persist this attempt's counters; ``committed`` after a record reached the disk."""
+                 record: str | None = None) -> None:
+        """Persist this attempt's counters (after every depth iteration). With ``record``
+        (the id of a record about to be appended) they are also kept as ``pending``: the
+        record and ``run.json`` are two files, so a kill between the two writes is settled
+        at the next start by whether the record reached the disk (:func:`reconcile`)."""
         snap = {k: getattr(counters, k, 0) for k in COUNTERS if k != "wall_time_s"}
         snap["wall_time_s"] = self.elapsed()
         snap["selector_stats"] = {k: v for k, v in selector_stats.items()
                                   if isinstance(v, int | float) and not isinstance(v, bool)}
         self.current["total"] = snap
-        if committed:
-            self.current["committed"] = dict(snap)
-            self.current["records"] += 1
+        if record is not None:
+            self.current["pending"] = {"id": record, **snap}
         self.current["engine"] = engine
         self.save(durable=False)  # after every depth: a kill keeps it, fsync would cost
+
+    def committed(self) -> None:
+        """The pending record reached the disk: its counters are committed."""
+        pending = self.current.pop("pending")
+        pending.pop("id")
+        self.current["committed"] = pending
+        self.current["records"] += 1
+        self.save(durable=False)
 
     def finish(self, status: str) -> None:
         if status == "finished":  # the summary closes the attempt: nothing of it is lost
@@ -264,6 +278,18 @@ class Attempts:
                 "lost_to_interruptions": {k: lost[k] for k in ("policy_calls", "prm_calls",
                                                                "tokens_generated", "wall_time_s")},
                 "engine": engine_over_attempts(engines) if engines else None}
+
+
+def reconcile(attempts: list[dict[str, Any]], done: set[str] | frozenset[str]) -> list[dict[str, Any]]:
+    """Settle each earlier attempt's ``pending`` record (killed between appending a record
+    and updating ``run.json``): committed when its id is among the records on disk
+    (``done``), dropped otherwise (the record was torn or never written)."""
+    for a in attempts:
+        pending = a.pop("pending", None)
+        if pending is not None and pending.get("id") in done:
+            a["committed"] = {k: v for k, v in pending.items() if k != "id"}
+            a["records"] = a.get("records", 0) + 1
+    return attempts
 
 
 def engine_partial(series: list[dict[str, float]]) -> dict[str, float] | None:

@@ -125,6 +125,7 @@ def test_kill_9_twice_then_resume_counts_every_attempt(compose_cfg, tmp_path):
     whole = run(compose_cfg(*SERIAL), tmp_path / "whole")
     a = attempts(out)
     assert [x["status"] for x in a] == ["killed", "killed", "finished"]
+    assert not list(out.glob(".*.tmp"))  # a temp file of a killed write is cleaned up
     assert all(x["total"]["policy_calls"] > 0 for x in a[:2])
     records = read_records(out / "problems.jsonl")
     assert sorted(r["id"] for r in records) == [f"syn-{i:05d}" for i in range(12)]
@@ -195,7 +196,7 @@ def test_a_bad_middle_line_is_set_aside_and_nothing_valid_is_lost(compose_cfg, t
     out = tmp_path / "run"
     first = run(cfg, out)
     raw = (out / "problems.jsonl").read_bytes().split(b"\n")
-    bad = raw[2][:40] + b"\x00garbage"  # line 3 of 6 damaged in place
+    bad = raw[2][:40] + b"\xff\x00garbage"  # line 3 of 6 damaged in place
     raw[2] = bad
     raw.insert(4, b"")  # and a blank line: harmless, skipped
     (out / "problems.jsonl").write_bytes(b"\n".join(raw))
@@ -205,7 +206,7 @@ def test_a_bad_middle_line_is_set_aside_and_nothing_valid_is_lost(compose_cfg, t
         assert "problems.jsonl line 3" in caplog.text
         again = run(cfg, out)
     # before: the file was cut at line 3 and 3 valid records were deleted
-    assert "line 3: invalid JSON" in caplog.text and "moved to problems.jsonl.corrupt" in caplog.text
+    assert "line 3: not UTF-8" in caplog.text and "moved to problems.jsonl.corrupt" in caplog.text
     assert (out / "problems.jsonl.corrupt").read_bytes() == bad + b"\n"
     body = (out / "problems.jsonl").read_bytes().split(b"\n")
     assert body[:5] == kept  # the valid records, byte for byte, then the re-run problem
@@ -295,3 +296,20 @@ def test_engine_numbers_add_up_over_attempts():
                     "prompt_tokens_cached": 12}
     assert engine_kv(a) == {"mean": 20.0, "peak": 30.0, "prefix_cache_hit_rate": 3 / 8,
                             "prompt_tokens_cached": 5}
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_a_kill_between_record_and_run_json_is_settled_by_the_record(tmp_path, on_disk):
+    from types import SimpleNamespace
+
+    from ets.rundir import Attempts
+
+    first = Attempts(tmp_path, {}, {})
+    first.progress(SimpleNamespace(policy_calls=3, prm_calls=3), {"solves": 2}, None)
+    # killed after appending the record of p1, before run.json said so:
+    first.progress(SimpleNamespace(policy_calls=5, prm_calls=5), {"solves": 4}, None, record="p1")
+    second = Attempts(tmp_path, {}, {}, done={"p1"} if on_disk else set())
+    old = second.attempts[0]
+    assert old["status"] == "killed" and "pending" not in old
+    assert old["committed"]["policy_calls"] == (5 if on_disk else 0)
+    assert second.summary_counters()["lost_to_interruptions"]["policy_calls"] == (0 if on_disk else 5)
