@@ -1,4 +1,4 @@
-"""Finding and loading run directories (``summary.json`` + ``config.yaml``) for reports."""
+"""Finding and loading run directories (``config.yaml`` + ``problems.jsonl``/``summary.json``) for reports and merges."""
 
 from __future__ import annotations
 
