@@ -18,6 +18,7 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     """Run one experiment; returns weighted-majority accuracy (for sweepers)."""
     from ets.run import format_summary, run
+    from ets.rundir import RunDirError
     from ets.signals import exit_code, resume_hint, stop_on_signals
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -31,6 +32,9 @@ def main(cfg: DictConfig) -> float:
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: run() has finished the tracker
         print(resume_hint(exc, run_dir), file=sys.stderr)
         sys.exit(exit_code(exc))
+    except RunDirError as exc:  # the run dir is locked, or holds another config
+        print(f"ets: {exc}", file=sys.stderr)
+        sys.exit(2)
     print(format_summary(summary))
     return float(summary["accuracy"]["weighted_majority"])
 

@@ -2,11 +2,12 @@
 
 A run split with ``dataset.shard=i/n`` (e.g. ``+sweep=shards4``, one SLURM array task per
 shard) leaves ``n`` run dirs. This finds every run dir at any depth below ``<dir>``
-(a ``problems.jsonl`` next to a ``config.yaml``), checks that they are shards of the same
+(:func:`ets.runs.find_run_dirs`: runs nested in a run, like ``ets.rerun``'s
+``<run>/rerun-1``, are not shards), checks that they are shards of the same
 experiment (configs equal but for ``dataset.shard`` and the tracker) covering every shard
 ``0..n-1``, and writes one run into ``--out`` (default ``<dir>/merged``): ``problems.jsonl``
 (deduplicated by id), ``summary.json`` (:func:`ets.results.summarize`; calls and wall time
-summed over the shards), ``config.yaml`` (``dataset.shard: null``) and ``run.json``.
+summed over the shards, once per shard), ``config.yaml`` (``dataset.shard: null``) and ``run.json``.
 
 It fails (exit status 1, nothing written) on a missing shard, on two different records
 for one problem id (timings left out of the comparison) and on an incomplete shard:
@@ -32,8 +33,17 @@ from omegaconf import OmegaConf
 
 from ets.datasets import parse_shard
 from ets.rerun import strip_timing
-from ets.results import environment, read_records, summarize, write_json
-from ets.runs import flatten
+from ets.results import (
+    RunFileError,
+    atomic_write,
+    environment,
+    read_json,
+    read_records,
+    summarize,
+    write_json,
+)
+from ets.rundir import reconcile, rederive_stats
+from ets.runs import find_run_dirs, flatten, load_config
 
 log = logging.getLogger("ets.merge")
 IGNORED_KEYS = ("dataset.shard", "tracker")
@@ -55,25 +65,18 @@ class ShardRun:
     summary: dict[str, Any] | None
 
 
-def find_run_dirs(root: Path, exclude: Path | None = None) -> list[Path]:
-    """Dirs at or below ``root`` holding ``problems.jsonl`` and ``config.yaml`` (sorted),
-    leaving out ``exclude`` and everything below it."""
-    skip = exclude.resolve() if exclude is not None else None
-    found = []
-    for path in sorted(Path(root).rglob("problems.jsonl")):
-        d = path.parent
-        here = d.resolve()
-        if (d / "config.yaml").exists() and not (skip and (here == skip or skip in here.parents)):
-            found.append(d)
-    return found
-
-
 def load_run(path: Path) -> ShardRun:
-    """Read one run dir (read-only: a torn last line is skipped, not truncated)."""
-    config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=True)
-    assert isinstance(config, dict)
-    summary_path = path / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    """Read one run dir (read-only: a torn last line is skipped, not truncated).
+
+    Raises:
+        MergeError: naming the file when one is unreadable or the shard is invalid.
+    """
+    try:
+        config = load_config(path / "config.yaml")
+        summary_path = path / "summary.json"
+        summary = read_json(summary_path) if summary_path.exists() else None
+    except RunFileError as exc:
+        raise MergeError(str(exc)) from None
     try:
         shard = parse_shard((config.get("dataset") or {}).get("shard"))
     except ValueError as exc:
@@ -201,7 +204,35 @@ def _summed_stats(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for k, v in (s.get("selector_stats") or {}).items():
             if isinstance(v, int | float) and not isinstance(v, bool):
                 stats[k] = stats.get(k, 0) + v
-    return stats
+    return rederive_stats(stats)
+
+
+def _counted_runs(runs: Sequence[ShardRun]) -> list[ShardRun]:
+    """One run per shard for the counters: a shard found in several dirs (a copy, a
+    requeue into a new dir) has its records deduplicated, so its calls and wall time are
+    taken once too, from the dir holding the most records."""
+    best: dict[Any, ShardRun] = {}
+    for r in runs:
+        key = r.shard[0] if r.shard else r.path
+        if key not in best or len(r.records) > len(best[key].records):
+            best[key] = r
+    return [r for r in runs if any(r is b for b in best.values())]
+
+
+def _counters(run: ShardRun) -> dict[str, float]:
+    """Calls and wall time of one shard: its summary's; for an unfinished shard the
+    committed counters of its attempts (``run.json``), else its records' own timings."""
+    if run.summary is not None:
+        return {k: run.summary.get(k, 0) for k in SUMMED}
+    try:
+        attempts = read_json(run.path / "run.json").get("attempts") or []
+    except (OSError, RunFileError, AttributeError):
+        attempts = []
+    if attempts:
+        attempts = reconcile(attempts, {rec["id"] for rec in run.records})
+        return {k: sum((a.get("committed") or {}).get(k, 0) for a in attempts) for k in SUMMED}
+    return {"wall_time_s": sum(rec.get("wall_time_s", 0.0) for rec in run.records),
+            "policy_calls": 0, "prm_calls": 0}
 
 
 def merge(root: Path, out: Path | None = None, allow_incomplete: bool = False) -> dict[str, Any]:
@@ -230,15 +261,16 @@ def merge(root: Path, out: Path | None = None, allow_incomplete: bool = False) -
             complete = False
     records = merge_records(runs, orders)
     summaries = [r.summary for r in runs if r.summary is not None]
-    extra: dict[str, Any] = {k: sum(s.get(k, 0) for s in summaries) for k in SUMMED}
-    if len(summaries) < len(runs):  # some shard never finished: its problems' own timings
-        extra["wall_time_s"] += sum(rec.get("wall_time_s", 0.0) for r in runs if r.summary is None
-                                    for rec in r.records)
+    counted = _counted_runs(runs)
+    extra: dict[str, Any] = {k: sum(_counters(r)[k] for r in counted) for k in SUMMED}
     headline = next((s["kv_headline"] for s in summaries if "kv_headline" in s), None)
     summary = summarize(
-        records, **extra, kv_headline=headline, selector_stats=_summed_stats(summaries),
+        records, **extra, kv_headline=headline,
+        selector_stats=_summed_stats([r.summary for r in counted if r.summary is not None]),
         merged_from=[str(r.path) for r in runs], shards=n, complete=complete,
     )
+    if len(counted) < len(runs):
+        summary["counters_from"] = [str(r.path) for r in counted]
     config = copy.deepcopy(runs[0].config)
     config.setdefault("dataset", {})["shard"] = None
     _write(out, records, config, summary, runs)
@@ -248,11 +280,8 @@ def merge(root: Path, out: Path | None = None, allow_incomplete: bool = False) -
 def _write(out: Path, records: list[dict[str, Any]], config: dict[str, Any],
            summary: dict[str, Any], runs: Sequence[ShardRun]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "problems.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, out / "problems.jsonl")
+    atomic_write(out / "problems.jsonl",
+                 "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records).encode())
     OmegaConf.save(OmegaConf.create(config), out / "config.yaml")
     write_json(out / "run.json", {**environment(Path(__file__).resolve().parents[1]),
                                   "merged_from": [str(r.path) for r in runs]})

@@ -1,7 +1,8 @@
 """``python -m ets.report <run or sweep dir> [--out DIR] [--wandb] [--trees [IDS]]``: tables and plots over runs.
 
 Every directory below the path holding ``summary.json`` and ``config.yaml`` is a run (runs
-nested in a run, e.g. ``rerun-1/``, are left out). Writes ``report.md`` (a row per run;
+nested in a run, e.g. ``rerun-1/``, are left out; a run with an unreadable file is skipped
+with a warning naming the file, and the others are reported). Writes ``report.md`` (a row per run;
 mean and t-based 95% CI across seeds; a KV table with the after-pruning view, the
 newest-step share and, with ``--baseline RUN``, each run's KV ratios to that run),
 ``accuracy_vs_kv.png`` (Pareto front marked), ``kv_per_depth.png`` and a budget curve
@@ -13,6 +14,7 @@ self-contained HTML tree viewer per problem instead (:mod:`ets.treeview`).
 from __future__ import annotations
 
 import argparse
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -342,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--depth-runs", nargs="*", default=None,
                     help="substrings of run names for the KV-per-depth plot (default: Pareto front)")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="ets.report: warning: %(message)s")
     if args.trees is not None:
         from ets.treeview import write_trees
 

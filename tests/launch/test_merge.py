@@ -47,9 +47,39 @@ def test_merged_shards_equal_the_unsharded_run(make_run, shards, tmp_path):
     merge(tmp_path / "shards")  # again: the earlier merged/ is not taken for a shard
 
 
+def _shard_sums(shards) -> dict[str, float]:
+    sums = [json.loads((s / "summary.json").read_text()) for s in shards]
+    return {k: sum(x[k] for x in sums) for k in ("policy_calls", "prm_calls", "wall_time_s")}
+
+
 def test_identical_duplicates_are_dropped(shards, tmp_path):
     shutil.copytree(shards[1], tmp_path / "shards" / "s1-again")
-    assert merge(tmp_path / "shards")["problems"] == 7
+    summary = merge(tmp_path / "shards")
+    assert summary["problems"] == 7
+    # its records are deduplicated, and so are its calls: the shard is counted once
+    assert {k: summary[k] for k in ("policy_calls", "prm_calls")} == \
+        {k: v for k, v in _shard_sums(shards).items() if k != "wall_time_s"}
+
+
+def test_a_rerun_inside_a_shard_is_not_a_shard(shards, tmp_path):
+    from ets.rerun import rerun
+
+    comparison, nested = rerun(shards[1])
+    assert comparison.identical and nested == shards[1] / "rerun-1"
+    summary = merge(tmp_path / "shards")
+    # before: rerun-1 was taken for a fourth shard dir: calls 15 instead of 11 here
+    assert summary["merged_from"] == [str(s) for s in shards]
+    expected = _shard_sums(shards)
+    assert {k: summary[k] for k in ("policy_calls", "prm_calls")} == \
+        {k: expected[k] for k in ("policy_calls", "prm_calls")}
+    assert summary["wall_time_s"] == pytest.approx(expected["wall_time_s"])
+
+
+def test_an_unreadable_shard_file_is_named(shards, tmp_path):
+    summary = shards[0] / "summary.json"
+    summary.write_text(summary.read_text()[:50])
+    with pytest.raises(MergeError, match=r"s0/summary.json line \d+: invalid JSON"):
+        merge(tmp_path / "shards")
 
 
 def test_conflicting_duplicates_fail(shards, tmp_path):
