@@ -44,6 +44,7 @@ def build_search(cfg: DictConfig) -> tuple[Search, Any]:
         build_kv(cfg), dataset.grader, width=s.width, max_depth=s.max_depth,
         max_tokens=s.max_tokens, seed=s.seed, concurrency=s.concurrency,
         aggregation=str(getattr(s.aggregation, "value", s.aggregation)),
+        scheduler=str(getattr(s.scheduler, "value", s.scheduler)),
     )
     return search, dataset
 
@@ -94,7 +95,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             policy_calls=previous.get("policy_calls", 0) + counters.policy_calls,
             prm_calls=previous.get("prm_calls", 0) + counters.prm_calls,
             kv_headline=search.kv.headline,
-            selector_stats=getattr(search.selector, "stats", {}),
+            selector_stats=search.stats(),
             counters_this_session=asdict(counters),
         )
         if search.engine_series:

@@ -71,6 +71,20 @@ def records(world: str, method: str, *extra: str) -> list[dict[str, Any]]:
         return [strip(r) for r in ResultsFile(Path(tmp) / "run" / "problems.jsonl").load()]
 
 
+def run_search(search: Any, dataset: Any, sink: list | None = None) -> list[dict[str, Any]]:
+    """Run a built search over its dataset in memory; stripped records in completion order
+    (``sink`` also gets each raw record as it is written)."""
+    rows: list[dict[str, Any]] = []
+
+    def on_result(record: dict[str, Any]) -> None:
+        rows.append(strip(record))
+        if sink is not None:
+            sink.append(record)
+
+    search.run(dataset.load(), on_result)
+    return rows
+
+
 def path(world: str, method: str) -> Path:
     return GOLDEN / world / f"{method}.jsonl"
 
