@@ -26,6 +26,7 @@ def test_synthetic_records_are_unchanged(method, scheduler):
         assert [r["id"] for r in rows] == [r["id"] for r in expected]
 
 
+@pytest.mark.slow  # about a minute per method on 2 CPU cores
 @pytest.mark.parametrize("method", list(golden.METHODS))
 def test_smollm2_records_are_unchanged(method):
     rows = golden.records("smollm2", method)
