@@ -63,7 +63,7 @@ class SearchConf:
     concurrency: int = _num(8, ge=1)
     aggregation: Aggregation = Aggregation.last
     # ``async`` is a Python keyword, so not an Enum member name: a str with choices.
-    scheduler: str = field(default="lockstep", metadata={"choices": ("lockstep", "async")})
+    scheduler: str = field(default="async", metadata={"choices": ("lockstep", "async")})
 
 
 # ---- selectors ----------------------------------------------------------------------

@@ -82,6 +82,13 @@ class HasFinalists(Protocol):
 
 
 @runtime_checkable
+class HasStats(Protocol):
+    """A selector that keeps run-level numbers (ETS: solves, presolved, solver time)."""
+
+    stats: dict[str, Any]
+
+
+@runtime_checkable
 class EngineTelemetry(Protocol):
     """A policy whose engine reports its own numbers (vLLM, an OpenAI-compatible server);
     the loop reads them after every policy call."""

@@ -119,7 +119,7 @@ class Search:
     def __init__(
         self, policy: Policy, prm: PRM, expander: Expander, strategies: StrategyFactory | Selector,
         kv: KVAccounting, grader: Grader, *, width: int, max_depth: int, max_tokens: int,
-        seed: int = 0, concurrency: int = 8, aggregation: str = "last", scheduler: str = "lockstep",
+        seed: int = 0, concurrency: int = 8, aggregation: str = "last", scheduler: str = "async",
         finisher: FinishClassifier | None = None, max_nodes: int | None = None,
     ) -> None:
         if scheduler not in SCHEDULERS:

@@ -15,7 +15,7 @@ import random
 from typing import Any
 
 from ets.core.checks import StrategyError
-from ets.protocols import BatchPreparer, Budget, Expansion, HasFinalists, Selector
+from ets.protocols import BatchPreparer, Budget, Expansion, HasFinalists, HasStats, Selector
 from ets.tree import Node, Tree
 from ets.types import Problem
 
@@ -94,5 +94,4 @@ class WidthStrategies:
             self.selector.prepare(candidates)
 
     def stats(self) -> dict[str, Any]:
-        stats = getattr(self.selector, "stats", None)
-        return stats if isinstance(stats, dict) else {}
+        return self.selector.stats if isinstance(self.selector, HasStats) else {}

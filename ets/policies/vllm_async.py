@@ -83,6 +83,13 @@ class AsyncVLLMPolicy(VLLMPolicy):
             self._async.shutdown()
             self._async = None
         if self._loop is not None:
+            async def drain() -> None:  # let the engine's cancelled tasks finish cleanly
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            asyncio.run_coroutine_threadsafe(drain(), self._loop).result(timeout=30)
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
                 self._thread.join(timeout=10)
