@@ -272,3 +272,20 @@ def test_async_out_of_order_engine_gives_the_lockstep_records(method):
         assert {r["id"]: r for r in rows} == {r["id"]: r for r in expected}
         assert all(pending == flying for pending, flying in stream.groups_at_wait)
         assert stream.waits > max(r["depths"] for r in rows)  # out of order: more waits than depths
+
+
+def test_finisher_is_configured_from_the_policy():
+    from ets.core.finish import from_policy
+
+    class TaggedPolicy:
+        step_delimiter, answer_markers = "ки", ["The answer is"]
+
+    class PlainPolicy:
+        step_delimiter = "\n\n"
+
+    tagged = from_policy(TaggedPolicy(), max_tokens=10, max_depth=3)
+    assert (tagged.markers, tagged.step_tag) == (["The answer is"], "ки")
+    assert tagged.extract("so The answer is 18 ки") == "18"  # the tag does not stick
+    plain = from_policy(PlainPolicy(), max_tokens=10, max_depth=3)
+    assert (plain.markers, plain.step_tag) == (["boxed", "The answer is"], "")
+    assert plain.extract("\\boxed{5} The answer is 6") == "5"  # marker order decides
