@@ -16,14 +16,33 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.utils import instantiate
 
+from ets.config import register_configs
 from ets.run import build_search
-from tests.core import golden
+from ets.types import GenRequest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BASE = ["policy=smollm2_vllm", "policy._target_=ets.policies.vllm_async.AsyncVLLMPolicy",
         "prm=logprob", "dataset=demo", "tracker=local"]
+
+
+def compose(*overrides: str) -> Any:
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def run_search(search: Any, dataset: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    search.run(dataset.load(), rows.append)
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
 
 
 def main() -> None:
@@ -40,22 +59,20 @@ def main() -> None:
                  f"search.width={args.width}", f"search.concurrency={args.concurrency}",
                  f"search.max_tokens={args.max_tokens}", f"search.max_step_tokens={args.max_step_tokens}",
                  *args.override]
-    policy = instantiate(golden.compose(*overrides).policy, _convert_="partial")
+    policy = instantiate(compose(*overrides).policy, _convert_="partial")
     start = time.perf_counter()
-    search, dataset = build_search(golden.compose(*overrides))
+    search, dataset = build_search(compose(*overrides))
     problem = dataset.load()[0]
     prompt = policy.format_prompt(problem)
-    from ets.types import GenRequest
-
     policy.generate([GenRequest(problem, prompt.text, prompt.token_ids, 2, 8, ["\n\n"], 0)])
     print(f"engine start + warm-up: {time.perf_counter() - start:.1f}s")
     rows, records = [], {}
     for scheduler in ("lockstep", "async"):
-        search, dataset = build_search(golden.compose(*overrides, f"search.scheduler={scheduler}"))
+        search, dataset = build_search(compose(*overrides, f"search.scheduler={scheduler}"))
         search.policy = policy
         policy.reset_engine_state()
         t0 = time.perf_counter()
-        out = golden.run_search(search, dataset)
+        out = run_search(search, dataset)
         wall = time.perf_counter() - t0
         records[scheduler] = {r["id"]: r for r in out}
         tokens = search.counters.tokens_generated

@@ -35,6 +35,9 @@ class WidthStrategy:
         self.remaining = budget.width
         self._next = [Expansion(tree.root, budget.width)]
         self._candidates: list[Node] = []
+        # The last selection's counts, aligned with kv_nodes() ([] when the round made no
+        # selection: no width left or no open child) - for KV measured after pruning.
+        self.counts: list[int] = []
 
     def propose(self) -> list[Expansion]:
         return list(self._next)
@@ -43,11 +46,12 @@ class WidthStrategy:
         children = [c for _, kids in results for c in kids]
         self.remaining -= sum(c.finished for c in children)
         self._candidates = [c for c in children if not c.finished]
-        self._next = []
+        self._next, self.counts = [], []
         if self.remaining <= 0 or not self._candidates:
             return
         counts = self.selector.select(self._candidates, self.remaining, self.tree)
         self._check(counts)
+        self.counts = list(counts)
         self._next = [Expansion(c, n) for c, n in zip(self._candidates, counts) if n > 0]
 
     def _check(self, counts: Any) -> None:
