@@ -289,3 +289,12 @@ def test_finisher_is_configured_from_the_policy():
     plain = from_policy(PlainPolicy(), max_tokens=10, max_depth=3)
     assert (plain.markers, plain.step_tag) == (["boxed", "The answer is"], "")
     assert plain.extract("\\boxed{5} The answer is 6") == "5"  # marker order decides
+
+
+def test_bad_scheduler_is_refused_naming_the_key():
+    from ets.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="search.scheduler=asyn is invalid; allowed: lockstep, async"):
+        validate(golden.compose("+experiment=synthetic", "search.scheduler=asyn"))
+    with pytest.raises(ValueError, match="search.scheduler='x' is invalid; allowed: lockstep, async"):
+        make_search(ScriptedPolicy(counting()), BestOfNSelector(), scheduler="x")
