@@ -60,7 +60,7 @@ SCHEDULERS = ("lockstep", "async")
 Results = list[tuple[Expansion, list[Node]]]
 
 
-@dataclass
+@dataclass(eq=False)  # identity: states are looked up in lists of live problems
 class _Live:
     problem: Problem
     strategy: SearchStrategy
@@ -204,7 +204,10 @@ class Search:
             finished = engine.wait()
             self._after_policy_call()
             # Keep the order of ``live`` (not of completion) for the PRM batch.
-            ready = {id(tickets[t]): (tickets.pop(t), gens) for t, gens in finished}
+            ready: dict[int, tuple[_Live, list[list[Generation]]]] = {}
+            for ticket, gens in finished:
+                state = tickets.pop(ticket)
+                ready[id(state)] = (state, gens)
             done = [ready[id(s)] for s in live if id(s) in ready]
             self._round(done, on_depth)
             self._finish(live, on_result)
