@@ -69,6 +69,8 @@ class SearchConf:
     seed: int = 0
     concurrency: int = _num(8, ge=1)
     aggregation: Aggregation = Aggregation.last
+    # ``async`` is a Python keyword, so not an Enum member name: a str with choices.
+    scheduler: str = field(default="async", metadata={"choices": ("lockstep", "async")})
 
 
 # ---- selectors ----------------------------------------------------------------------
@@ -487,6 +489,8 @@ def _check_bounds(node: Any, schema: type, path: str) -> None:
             if sub is not None and is_dataclass(sub):
                 _check_bounds(value, sub, key)
             continue
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise ConfigError(f"{key}={value} is invalid; allowed: {', '.join(f.metadata['choices'])}")
         if "ge" in f.metadata and value < f.metadata["ge"]:
             raise ConfigError(f"{key}={value} is invalid: must be >= {f.metadata['ge']}")
         if "gt" in f.metadata and value <= f.metadata["gt"]:

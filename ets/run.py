@@ -46,6 +46,7 @@ def build_search(cfg: DictConfig) -> tuple[Search, Any]:
         build_kv(cfg), dataset.grader, width=s.width, max_depth=s.max_depth,
         max_tokens=s.max_tokens, seed=s.seed, concurrency=s.concurrency,
         aggregation=str(getattr(s.aggregation, "value", s.aggregation)),
+        scheduler=str(getattr(s.scheduler, "value", s.scheduler)),
     )
     return search, dataset
 
@@ -97,7 +98,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, forced: list[str]) -> dict[str, 
     attempts.start_clock()  # after the tracker's and engines' start-up, which is not search time
 
     def persist(record: str | None = None) -> None:
-        attempts.progress(search.counters, getattr(search.selector, "stats", {}),
+        attempts.progress(search.counters, search.stats(),
                           engine_partial(search.engine_series), record)
 
     try:

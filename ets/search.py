@@ -1,35 +1,80 @@
-"""The depth-synchronous search loop (ALGORITHMS.md §1), batched across problems.
+"""The search loop (ALGORITHMS.md §1): per-problem strategies, batched across problems.
 
-Every depth, all nodes to expand of all problems in flight go to the policy in one
-call, and all new children to the PRM in one call. Problems join and leave the pool
-independently (a finished problem is written out at once and a new one takes its
-place), so problems in flight may be at different depths.
+Each problem in flight has its own :class:`~ets.protocols.SearchStrategy` (made by a
+:class:`~ets.protocols.StrategyFactory`; a plain ``Selector`` runs through
+:class:`ets.core.width.WidthStrategies`). A round of one problem is: the strategy
+proposes expansions → the policy generates → :class:`~ets.protocols.FinishClassifier`
+marks finished children → the PRM scores → the strategy observes → the KV backends
+measure the strategy's ``kv_nodes``. Problems join and leave the pool independently
+(a finished problem is written out at once and a new one takes its place).
+
+Two schedulers (``search.scheduler``):
+
+- ``lockstep``: every round, all problems in flight propose; one policy call, one PRM
+  call, then every strategy observes. (The loop before issue 9.)
+- ``async``: a problem's next expansions go to the engine as soon as its previous
+  children are scored and observed. With a :class:`~ets.protocols.StreamingPolicy`
+  (continuous batching) the engine keeps generating other problems' requests while
+  finished groups are scored and selected; the PRM scores, in one batch, every group
+  that finished since its last call. Other policies get one ``generate`` per wait,
+  of everything submitted (:class:`ets.core.engines.BatchEngine`).
+
+Results do not depend on the scheduler: request seeds depend only on (run seed,
+problem, node), node ids only on the problem's own rounds, and records are written per
+problem (their order in ``problems.jsonl`` may differ; ``run`` keys them by id).
 """
 
 from __future__ import annotations
 
+import random
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ets.answers import extract_answer, vote
+from ets.answers import vote
+from ets.core.checks import StrategyError, check_proposal
+from ets.core.engines import streaming
+from ets.core.finish import from_policy
+from ets.core.width import WidthStrategies
 from ets.kv.accounting import KVAccounting, ProblemKV
-from ets.protocols import PRM, Expander, Grader, Policy, Selector
+from ets.protocols import (
+    PRM,
+    BatchPreparer,
+    Budget,
+    EngineTelemetry,
+    Expander,
+    Expansion,
+    FinishClassifier,
+    Grader,
+    HasSelectionCounts,
+    Policy,
+    SearchStrategy,
+    Selector,
+    StrategyFactory,
+)
 from ets.tree import Node, Tree
-from ets.types import GenRequest, Problem
+from ets.types import Generation, GenRequest, Problem
+
+SCHEDULERS = ("lockstep", "async")
+Results = list[tuple[Expansion, list[Node]]]
 
 
-@dataclass
+@dataclass(eq=False)  # identity: states are looked up in lists of live problems
 class _Live:
     problem: Problem
-    tree: Tree
-    remaining: int
-    expand: list[tuple[Node, int]]
+    strategy: SearchStrategy
     kv: ProblemKV
     started: float = field(default_factory=time.perf_counter)
     start_index: int = 0  # order in which problems entered the search (ets.replay)
+    pending: list[Expansion] = field(default_factory=list)
+    nodes: int = 0  # generated nodes (tree and rollouts), for the budget check
+    rollout_tokens: int = 0
+
+    @property
+    def tree(self) -> Tree:
+        return self.strategy.tree
 
 
 @dataclass
@@ -45,148 +90,246 @@ def request_seed(seed: int, problem_id: str, node_id: int) -> int:
     return zlib.crc32(f"{seed}:{problem_id}:{node_id}".encode()) & 0x7FFFFFFF
 
 
+def problem_rng(seed: int, problem_id: str) -> random.Random:
+    """The strategy's RNG of one problem: independent of batching and of other problems."""
+    return random.Random(zlib.crc32(f"{seed}:{problem_id}:strategy".encode()))
+
+
 class Search:
     """Runs tree search over a stream of problems.
 
     Args:
-        policy, prm, expander, selector: The components (see :mod:`ets.protocols`).
+        policy, prm, expander: The components (see :mod:`ets.protocols`).
+        strategies: A :class:`~ets.protocols.StrategyFactory`, or a ``Selector`` (run
+            through :class:`~ets.core.width.WidthStrategies`).
         kv: KV accounting over all backends.
         grader: Answer equivalence for voting and correctness.
-        width: W, trajectories to finish per problem.
+        width: W, trajectories to finish per problem (the strategies' width budget).
         max_depth: Depth cap; trajectories still live there end with reason ``depth``.
         max_tokens: Per-trajectory generated-token cap (1024 in the paper).
-        seed: Run seed (mixed into every request seed).
+        seed: Run seed (mixed into every request seed and every strategy's RNG).
         concurrency: Problems in flight.
         aggregation: Step-score aggregation for the vote weights.
+        scheduler: ``lockstep`` or ``async`` (module docstring).
+        finisher: Finish classification; default: the policy's markers and step tag
+            (:func:`ets.core.finish.from_policy`).
+        max_nodes: Generated nodes per problem a strategy may spend; default
+            ``2 * width * max_depth`` (beam search's reference variant may hand out up
+            to twice the remaining width per round).
     """
 
     def __init__(
-        self, policy: Policy, prm: PRM, expander: Expander, selector: Selector,
+        self, policy: Policy, prm: PRM, expander: Expander, strategies: StrategyFactory | Selector,
         kv: KVAccounting, grader: Grader, *, width: int, max_depth: int, max_tokens: int,
-        seed: int = 0, concurrency: int = 8, aggregation: str = "last",
+        seed: int = 0, concurrency: int = 8, aggregation: str = "last", scheduler: str = "async",
+        finisher: FinishClassifier | None = None, max_nodes: int | None = None,
     ) -> None:
-        self.policy, self.prm, self.expander, self.selector = policy, prm, expander, selector
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"search.scheduler={scheduler!r} is invalid; allowed: {', '.join(SCHEDULERS)}")
+        self.policy, self.prm, self.expander = policy, prm, expander
+        self.selector: Selector | None = None
+        if isinstance(strategies, Selector):
+            self.selector, strategies = strategies, WidthStrategies(strategies)
+        self.strategies: StrategyFactory = strategies
         self.kv, self.grader = kv, grader
         self.width, self.max_depth, self.max_tokens = width, max_depth, max_tokens
         self.seed, self.concurrency, self.aggregation = seed, concurrency, aggregation
-        self.markers = list(getattr(policy, "answer_markers", ["boxed", "The answer is"]))
-        # A step tag used as delimiter ("ки") must not stick to the answer ("18 ки").
-        delim = getattr(policy, "step_delimiter", "")
-        self.step_tag = delim if delim and delim.strip() else ""
+        self.scheduler = scheduler
+        self.finisher = finisher or from_policy(policy, max_tokens, max_depth)
+        self.budget = Budget(width, max_depth, max_tokens, max_nodes or 2 * width * max_depth)
         self.counters = SearchCounters()
         # Engines that report their own numbers (vLLM) are read after every policy call.
         self.engine_series: list[dict[str, float]] = []
+        self.started = 0  # problems started so far (each record's ``start_index``)
+
+    def stats(self) -> dict[str, Any]:
+        """Run-level strategy numbers (``summary.json``'s ``selector_stats``)."""
+        return self.strategies.stats()
 
     def run(
         self, problems: Iterable[Problem], on_result: Callable[[dict[str, Any]], None],
         on_depth: Callable[[dict[str, float]], None] | None = None,
     ) -> SearchCounters:
         """Search every problem; ``on_result`` gets each problem's record as it finishes."""
-        queue: Iterator[Problem] = iter(problems)
+        loop = self._run_lockstep if self.scheduler == "lockstep" else self._run_async
+        loop(iter(problems), on_result, on_depth)
+        return self.counters
+
+    # -- schedulers ----------------------------------------------------------------------
+    def _fill(self, live: list[_Live], queue: Iterator[Problem],
+              on_result: Callable[[dict[str, Any]], None]) -> list[_Live]:
+        """Start problems until ``concurrency`` are in flight; returns the new ones."""
+        new = []
+        while len(live) < self.concurrency:
+            problem = next(queue, None)
+            if problem is None:
+                break
+            state = self._start(problem)
+            if state.strategy.done():  # nothing to search (e.g. a zero budget)
+                on_result(self._record(state))
+                continue
+            live.append(state)
+            new.append(state)
+        return new
+
+    def _run_lockstep(self, queue: Iterator[Problem], on_result: Callable[[dict[str, Any]], None],
+                      on_depth: Callable[[dict[str, float]], None] | None) -> None:
         live: list[_Live] = []
         while True:
-            while len(live) < self.concurrency:
-                problem = next(queue, None)
-                if problem is None:
-                    break
-                live.append(self._start(problem))
+            self._fill(live, queue, on_result)
             if not live:
-                return self.counters
-            self._step(live)
-            if on_depth is not None:
-                on_depth(self._depth_metrics(live))
-            for state in [s for s in live if not s.expand]:
-                live.remove(state)
-                on_result(self._record(state))
+                return
+            for state in live:
+                state.pending = self._propose(state)
+            jobs = [(state, self._requests(state, state.pending)) for state in live]
+            gens = self.policy.generate([r for _, reqs in jobs for r in reqs])
+            self._after_policy_call()
+            done, i = [], 0
+            for state, reqs in jobs:
+                done.append((state, gens[i:i + len(reqs)]))
+                i += len(reqs)
+            self._round(done, on_depth)
+            self._finish(live, on_result)
 
+    def _run_async(self, queue: Iterator[Problem], on_result: Callable[[dict[str, Any]], None],
+                   on_depth: Callable[[dict[str, float]], None] | None) -> None:
+        engine = streaming(self.policy)
+        live: list[_Live] = []
+        tickets: dict[int, _Live] = {}
+
+        def submit(states: Iterable[_Live]) -> None:
+            for state in states:
+                state.pending = self._propose(state)
+                tickets[engine.submit(self._requests(state, state.pending))] = state
+
+        submit(self._fill(live, queue, on_result))
+        while live:
+            finished = engine.wait()
+            self._after_policy_call()
+            # Keep the order of ``live`` (not of completion) for the PRM batch.
+            ready: dict[int, tuple[_Live, list[list[Generation]]]] = {}
+            for ticket, gens in finished:
+                state = tickets.pop(ticket)
+                ready[id(state)] = (state, gens)
+            done = [ready[id(s)] for s in live if id(s) in ready]
+            self._round(done, on_depth)
+            self._finish(live, on_result)
+            submit([s for s, _ in done if s in live])
+            submit(self._fill(live, queue, on_result))
+
+    # -- one round of a set of problems -----------------------------------------------------
     def _start(self, problem: Problem) -> _Live:
         prompt = self.policy.format_prompt(problem)
         tree = Tree(prompt.text, prompt.token_ids)
-        tree.width = self.width
-        self.started = getattr(self, "started", 0) + 1
-        return _Live(problem, tree, self.width, [(tree.root, self.width)], self.kv.problem(),
-                     start_index=self.started - 1)
+        strategy = self.strategies(problem, tree, problem_rng(self.seed, problem.id), self.budget)
+        self.started += 1
+        return _Live(problem, strategy, self.kv.problem(), start_index=self.started - 1)
 
-    def _requests(self, live: list[_Live]) -> list[tuple[_Live, Node, GenRequest]]:
+    def _name(self, state: _Live) -> str:
+        return str(getattr(state.strategy, "name", type(state.strategy).__name__))
+
+    def _propose(self, state: _Live) -> list[Expansion]:
+        proposal = check_proposal(self._name(state), state.tree, self.budget,
+                                  state.strategy.propose(), state.nodes)
+        if not proposal:
+            raise StrategyError(f"strategy {self._name(state)!r} is not done but proposed no expansion")
+        return proposal
+
+    def _requests(self, state: _Live, expansions: list[Expansion]) -> list[GenRequest]:
         out = []
-        for state in live:
-            for node, n in state.expand:
-                text, ids = state.tree.context(node)
-                stop, max_new = self.expander.step_limits(self.max_tokens - node.cum_tokens)
-                seed = request_seed(self.seed, state.problem.id, node.id)
-                out.append((state, node, GenRequest(state.problem, text, ids, n, max_new, stop,
-                                                    seed, node.state)))
+        for e in expansions:
+            node = e.node
+            text, ids = state.tree.context(node)
+            stop, max_new = self.expander.step_limits(self.max_tokens - node.cum_tokens)
+            seed = request_seed(self.seed, state.problem.id, node.id)
+            out.append(GenRequest(state.problem, text, ids, e.n, max_new, stop, seed, node.state))
         return out
 
-    def _step(self, live: list[_Live]) -> None:
-        jobs = self._requests(live)
-        gens = self.policy.generate([req for _, _, req in jobs])
+    def _after_policy_call(self) -> None:
         self.counters.policy_calls += 1
-        engine_metrics = getattr(self.policy, "engine_metrics", None)
-        if callable(engine_metrics):
-            self.engine_series.append(engine_metrics())
         self.counters.depth_iterations += 1
-        new: dict[int, list[Node]] = {id(s): [] for s in live}
-        for (state, parent, _), outs in zip(jobs, gens):
-            for g in outs:
-                child = state.tree.add_child(parent, g.text, g.token_ids, logprob=g.logprob,
-                                             state=g.state)
-                self.counters.tokens_generated += child.n_tokens
-                self._classify(state.tree, child, g.finish_reason)
-                new[id(state)].append(child)
-        children = [(s.problem, c) for s in live for c in new[id(s)]]
+        if isinstance(self.policy, EngineTelemetry):
+            self.engine_series.append(self.policy.engine_metrics())
+
+    def _round(self, done: list[tuple[_Live, list[list[Generation]]]],
+               on_depth: Callable[[dict[str, float]], None] | None) -> None:
+        """Attach, classify, score and observe the generations of ``done`` (problem order kept)."""
+        results = [(state, self._attach(state, gens)) for state, gens in done]
+        children = [(s.problem, c) for s, res in results for _, kids in res for c in kids]
         if children:
             scores = self.prm.score(children)
             self.counters.prm_calls += 1
             for (_, child), score in zip(children, scores):
                 child.score = float(score)
-        prepare = getattr(self.selector, "prepare", None)
-        if callable(prepare):  # e.g. ETS embeds every problem's step texts in one batch
-            prepare([c for s in live for c in new[id(s)] if not c.finished])
-        for state in live:
-            self._select(state, new[id(state)])
+        if isinstance(self.strategies, BatchPreparer):
+            self.strategies.prepare([c for _, res in results for e, kids in res if not e.rollout
+                                     for c in kids if not c.finished])
+        measured = []
+        for state, res in results:
+            state.strategy.observe(res)
+            if self._measure_kv(state):
+                measured.append(state)
+        if on_depth is not None:
+            on_depth(self._depth_metrics([s for s, _ in done], measured))
 
-    def _extract(self, text: str) -> str | None:
-        if self.step_tag:
-            text = text.replace(self.step_tag, "\n")
-        return extract_answer(text, self.markers)
+    def _attach(self, state: _Live, gens: list[list[Generation]]) -> Results:
+        if len(gens) != len(state.pending):
+            raise RuntimeError(f"policy returned {len(gens)} generation lists for "
+                               f"{len(state.pending)} requests")
+        out: Results = []
+        for e, outs in zip(state.pending, gens):
+            add = state.tree.add_rollout if e.rollout else state.tree.add_child
+            kids = []
+            for g in outs:
+                child = add(e.node, g.text, g.token_ids, logprob=g.logprob, state=g.state)
+                self.counters.tokens_generated += child.n_tokens
+                if e.rollout:
+                    state.rollout_tokens += child.n_tokens
+                self._classify(state.tree, child, g.finish_reason)
+                kids.append(child)
+            state.nodes += len(kids)
+            out.append((e, kids))
+        state.pending = []
+        return out
 
     def _classify(self, tree: Tree, child: Node, finish_reason: str) -> None:
-        parent_text = child.parent.text if child.parent is not None and child.depth > 1 else ""
-        answer = self._extract(parent_text + child.text)
-        if answer is None and finish_reason == "eos":
-            answer = self._extract(tree.context(child)[0][len(tree.root.text):])
-        if answer is not None:
-            child.finished, child.finish_reason, child.answer = True, "answer", answer
-        elif finish_reason == "eos":
-            child.finished, child.finish_reason = True, "eos"
-        elif finish_reason == "context":  # issue 12.4: the model's context is full, the path cannot grow
-            child.finished, child.finish_reason = True, "context"
-        elif child.cum_tokens >= self.max_tokens:
-            child.finished, child.finish_reason = True, "length"
-        elif child.depth >= self.max_depth:
-            child.finished, child.finish_reason = True, "depth"
+        self.finisher.classify(tree, child, finish_reason)
 
-    def _select(self, state: _Live, children: list[Node]) -> None:
-        state.remaining -= sum(c.finished for c in children)
-        candidates = [c for c in children if not c.finished]
-        state.expand = []
-        if state.remaining <= 0 or not candidates:
-            return  # no KV measurement: the reference stops here without one (ets.kv.accounting)
-        counts = self.selector.select(candidates, state.remaining, state.tree)
-        state.kv.observe(state.tree, candidates, counts)
-        state.expand = [(c, n) for c, n in zip(candidates, counts) if n > 0]
+    def _measure_kv(self, state: _Live) -> bool:
+        """One KV sample per selection: the paths of the strategy's ``kv_nodes`` (before
+        pruning) and of those it gives children to (after pruning; strategies without
+        :class:`~ets.protocols.HasSelectionCounts`: all of them).
 
-    def _depth_metrics(self, live: list[_Live]) -> dict[str, float]:
-        frontier = [len(s.expand) for s in live]
+        Nothing is recorded for a round after which the search stops without selecting:
+        the reference stops there without measuring (:mod:`ets.kv.accounting`). Returns
+        whether a sample was taken.
+        """
+        nodes = state.strategy.kv_nodes()
+        if isinstance(state.strategy, HasSelectionCounts):
+            counts = state.strategy.counts
+            if not counts:
+                return False
+        else:
+            if state.strategy.done() or not nodes:
+                return False
+            counts = [1] * len(nodes)
+        state.kv.observe(state.tree, nodes, counts)
+        return True
+
+    def _finish(self, live: list[_Live], on_result: Callable[[dict[str, Any]], None]) -> None:
+        for state in [s for s in live if s.strategy.done()]:
+            live.remove(state)
+            on_result(self._record(state))
+
+    def _depth_metrics(self, states: list[_Live], measured: list[_Live]) -> dict[str, float]:
         metrics: dict[str, float] = {
             "depth_iteration": self.counters.depth_iterations,
-            "problems_in_flight": len(live),
-            "parents_expanded": sum(frontier),
+            "problems_in_flight": len(states),
+            "parents_expanded": sum(len(s.strategy.kv_nodes()) for s in states),
             "tokens_generated": self.counters.tokens_generated,
         }
         for name in self.kv.names:
-            vals = [s.kv.last(name) for s in live if s.expand]  # measured at this step
+            vals = [s.kv.last(name) for s in measured]  # the problems measured at this step
             metrics[f"kv_{name}"] = sum(vals) / len(vals) if vals else 0.0
         if self.engine_series:
             metrics.update({f"engine_{k}": v for k, v in self.engine_series[-1].items()})
@@ -194,10 +337,8 @@ class Search:
 
     def _record(self, state: _Live) -> dict[str, Any]:
         tree, problem = state.tree, state.problem
-        finalists = getattr(self.selector, "finalists", None)
-        pool = finalists(tree) if finalists is not None else tree.finished()
-        votes = vote(pool, problem.gold, self.grader, self.aggregation)
-        return {
+        votes = vote(state.strategy.finalists(), problem.gold, self.grader, self.aggregation)
+        record = {
             "id": problem.id,
             "gold": problem.gold,
             "answers": [n.answer for n in tree.finished()],
@@ -207,8 +348,14 @@ class Search:
             "kv": state.kv.summary(),
             "tokens": sum(n.n_tokens for n in tree.nodes[1:]),
             "prompt_tokens": tree.root.n_tokens,
-            "depths": max(n.depth for n in tree.nodes),  # expansion rounds (depth-synchronous)
+            "depths": max(n.depth for n in tree.nodes),  # expansion rounds of the tree
             "wall_time_s": time.perf_counter() - state.started,
             "start_index": state.start_index,
             "tree": tree.to_records(),
         }
+        if state.rollout_tokens:
+            record["rollout_tokens"] = state.rollout_tokens
+        stats = state.strategy.stats()
+        if stats:
+            record["strategy"] = stats
+        return record

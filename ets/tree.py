@@ -71,6 +71,9 @@ class Tree:
     def __init__(self, prompt_text: str, prompt_ids: tuple[int, ...]) -> None:
         self.root = Node(id=0, parent=None, depth=0, text=prompt_text, token_ids=tuple(prompt_ids))
         self.nodes: list[Node] = [self.root]
+        # Look-ahead rollouts: scored, chainable, but not children of their parent
+        # (not in ``nodes``, the record, the width or the KV); ids -1, -2, ...
+        self.rollouts: dict[int, Node] = {}
 
     def add_child(self, parent: Node, text: str, token_ids: tuple[int, ...], **kw: Any) -> Node:
         node = Node(
@@ -85,6 +88,26 @@ class Tree:
         parent.children.append(node)
         self.nodes.append(node)
         return node
+
+    def add_rollout(self, parent: Node, text: str, token_ids: tuple[int, ...], **kw: Any) -> Node:
+        """A rollout node below ``parent`` (a tree node or another rollout)."""
+        node = Node(
+            id=-(len(self.rollouts) + 1),
+            parent=parent,
+            depth=parent.depth + 1,
+            text=text,
+            token_ids=tuple(token_ids),
+            cum_tokens=parent.cum_tokens + len(token_ids),
+            **kw,
+        )
+        self.rollouts[node.id] = node
+        return node
+
+    def owns(self, node: Node) -> bool:
+        """``node`` is this tree's node or one of its rollouts."""
+        if node.id >= 0:
+            return node.id < len(self.nodes) and self.nodes[node.id] is node
+        return self.rollouts.get(node.id) is node
 
     def context(self, node: Node) -> tuple[str, tuple[int, ...]]:
         """Prompt plus every step up to ``node``: the text and the token ids."""

@@ -1,0 +1,187 @@
+"""The vLLM policy on vLLM's asynchronous engine (``vllm.v1.engine.async_llm.AsyncLLM``):
+a :class:`~ets.protocols.StreamingPolicy` for ``search.scheduler=async``.
+
+``AsyncLLM`` runs the engine core in its own process and schedules continuously: a
+request added while others are running joins the running batch at the next engine
+step. The search submits one group of requests per problem (its next expansions) and
+gets each group back as soon as all of it has finished, so the engine keeps generating
+other problems' requests while this process scores and selects. ``AsyncLLM`` is driven
+from an asyncio loop on a background thread; the search's thread only submits and waits.
+
+Everything else (token-id prompts, sampling parameters with a seed per request, stop
+strings kept, finish reasons, prompt formatting) is :class:`ets.policies.vllm.VLLMPolicy`'s;
+per-request seeds (vLLM gives child ``i`` of a request the seed ``seed + i``) make the
+samples independent of what else is in the batch, as with the offline engine.
+Select it with ``policy._target_=ets.policies.vllm_async.AsyncVLLMPolicy`` on any vLLM
+preset. Works with the ``AsyncLLM`` of vLLM 0.26 and 0.32 (same ``from_engine_args`` and
+``generate(prompt, sampling_params, request_id)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ets.policies.vllm import VLLMPolicy, supported_options
+from ets.types import Generation, GenRequest
+
+log = logging.getLogger("ets.policies.vllm_async")
+
+
+class AsyncVLLMPolicy(VLLMPolicy):
+    """:class:`VLLMPolicy` with ``submit``/``wait`` on vLLM's ``AsyncLLM`` (same arguments;
+    ``share_engine`` is not used: each policy owns its engine)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._async: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._done: queue.Queue[tuple[int, list[Any] | BaseException]] = queue.Queue()
+        self._groups: dict[int, list[GenRequest]] = {}
+        self._ticket = 0
+        self.stats.update({"submitted_groups": 0, "engine_start_s": 0.0})
+
+    # -- engine -----------------------------------------------------------------------------
+    def _start(self) -> None:
+        if self._async is not None:
+            return
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from ets.models import resolve_model
+
+        os.environ.update({k: v for k, v in self.env.items() if v is not None})
+        options = {k: v for k, v in self.options.items() if v is not None}
+        if options.get("tokenizer"):
+            options["tokenizer"] = resolve_model(options["tokenizer"], key="policy.tokenizer")
+        model = resolve_model(self.model, self.revision, key="policy.model")
+        args = AsyncEngineArgs(model=model, **supported_options({**options, "disable_log_stats": False}))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-async", daemon=True)
+        self._thread.start()
+
+        async def make() -> Any:  # created on the loop that will drive it
+            # LLM_CLASS: the offline batch defaults (max_num_seqs 1024 and 16k batched
+            # tokens on an H100/H200) rather than the small ENGINE_CONTEXT ones.
+            return AsyncLLM.from_engine_args(args, usage_context=UsageContext.LLM_CLASS)
+
+        start = time.perf_counter()
+        self._async = asyncio.run_coroutine_threadsafe(make(), self._loop).result()
+        self.stats["engine_start_s"] = time.perf_counter() - start
+        log.info("vLLM AsyncLLM for %s started in %.1fs", model, self.stats["engine_start_s"])
+
+    def close(self) -> None:
+        if self._async is not None:
+            self._async.shutdown()
+            self._async = None
+        if self._loop is not None:
+            async def drain() -> None:  # let the engine's cancelled tasks finish cleanly
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            asyncio.run_coroutine_threadsafe(drain(), self._loop).result(timeout=30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+            self._loop = None
+        super().close()
+
+    # -- StreamingPolicy --------------------------------------------------------------------
+    def submit(self, requests: Sequence[GenRequest]) -> int:
+        """Queue a group; it comes back from :meth:`wait` once every request is done."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        self._start()
+        self._ticket += 1
+        ticket = self._ticket
+        self._groups[ticket] = list(requests)
+        jobs = []
+        for i, req in enumerate(requests):
+            room = req.max_tokens if self.max_model_len is None else min(
+                req.max_tokens, self.max_model_len - len(req.context_ids))
+            if room <= 0:
+                jobs.append(None)
+                continue
+            params = SamplingParams(
+                n=req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
+                temperature=self.temperature, top_p=self.top_p, seed=req.seed, logprobs=0,
+                output_kind=RequestOutputKind.FINAL_ONLY)
+            jobs.append((TokensPrompt(prompt_token_ids=list(req.context_ids)), params, f"{ticket}-{i}"))
+        self.stats["submitted_groups"] += 1
+        self.stats["requests"] += sum(j is not None for j in jobs)
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._run_group(ticket, jobs), self._loop)
+        return ticket
+
+    async def _run_group(self, ticket: int, jobs: list[Any]) -> None:
+        async def one(job: Any) -> Any:
+            if job is None:
+                return None
+            final = None
+            async for out in self._async.generate(*job):
+                final = out
+            return final
+
+        try:
+            self._done.put((ticket, list(await asyncio.gather(*(one(j) for j in jobs)))))
+        except BaseException as exc:  # surfaced in the search's thread by wait()
+            self._done.put((ticket, exc))
+
+    def wait(self) -> list[tuple[int, list[list[Generation]]]]:
+        """Block until a group is done; return it and every other group done by then."""
+        if not self._groups:
+            return []
+        start = time.perf_counter()
+        done = [self._done.get()]
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        self.stats["generate_s"] += time.perf_counter() - start  # time blocked on the engine
+        self.stats["generate_calls"] += 1
+        out = []
+        for ticket, results in done:
+            requests = self._groups.pop(ticket)
+            if isinstance(results, BaseException):
+                raise RuntimeError(f"vLLM AsyncLLM failed on a request group: {results}") from results
+            gens = []
+            for req, result in zip(requests, results):
+                if result is None:  # the context already fills the model
+                    gens.append([Generation("", (), 0.0, "length") for _ in range(req.n)])
+                    continue
+                self.stats["request_cached_tokens"] += result.num_cached_tokens or 0
+                self.stats["request_prompt_tokens"] += len(req.context_ids)
+                gens.append([self._generation(c) for c in result.outputs])
+            out.append((ticket, gens))
+        return out
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[list[Generation]]:
+        """The lockstep path on the same engine: one group, waited for."""
+        ticket = self.submit(requests)
+        pending: dict[int, list[list[Generation]]] = {}
+        while ticket not in pending:
+            pending.update(self.wait())
+        return pending[ticket]
+
+    def engine_metrics(self) -> dict[str, float]:
+        """This policy's own counters (the offline engine's KV gauges are not read here)."""
+        return {k: float(v) for k, v in self.stats.items()}
+
+    def reset_engine_state(self) -> None:
+        self.stats = dict.fromkeys(self.stats, 0)
+        self.stats["generate_s"] = 0.0
+        if self._async is not None and self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._async.reset_prefix_cache(), self._loop).result()
