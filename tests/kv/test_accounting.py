@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from hydra import compose, initialize_config_dir
 
+from ets.core.width import WidthStrategies, WidthStrategy
 from ets.kv import PagedKV, PaperKV, RadixKV
 from ets.kv.accounting import KVAccounting, ProblemKV, kept, run_kv
+from ets.protocols import Expansion
 from ets.results import summarize
 from ets.run import build_search
 from ets.search import _Live
@@ -87,7 +89,7 @@ def search_rows(compose_cfg, selector: str, width: int = 8) -> tuple[list[dict[s
                       "search.concurrency=3", f"selector={selector}")
     search, dataset = build_search(cfg)
     spy = Spy(search.selector)
-    search.selector = spy
+    search.selector, search.strategies = spy, WidthStrategies(spy)
     rows: list[dict[str, Any]] = []
     search.run(dataset.load(), rows.append)
     return rows, spy
@@ -204,24 +206,30 @@ def test_kept_rejects_a_count_list_of_the_wrong_length():
 
 
 def test_no_measurement_when_the_search_stops(compose_cfg):
-    """``Search._select`` with all children finished, and with the width used up."""
+    """A round with all children finished, and one with the width used up: no sample."""
     cfg = compose_cfg("+experiment=synthetic", "dataset.limit=1", "search.width=2")
     search, _ = build_search(cfg)
     spy = Spy(search.selector)
-    search.selector = spy
     tree = Tree("q", (1, 2))
-    state = _Live(Problem("p", "q", "1"), tree, 2, [], search.kv.problem())
+    strategy = WidthStrategy(spy, tree, search.budget, "spy")
+    state = _Live(Problem("p", "q", "1"), strategy, search.kv.problem())
+
+    def round_(parent: Node, *kids: Node) -> bool:
+        strategy.observe([(Expansion(parent, len(kids)), list(kids))])
+        return search._measure_kv(state)
+
     done = tree.add_child(tree.root, "x", (3,), finished=True)
     alive = tree.add_child(tree.root, "y", (4, 5))
-    search._select(state, [done, alive])  # width 2 → 1 left, one candidate: a selection call
+    assert round_(tree.root, done, alive)  # width 2 → 1 left, one candidate: a selection call
     assert state.kv.calls == 1 and state.kv.summary()["paper"]["per_depth"] == [2]
     finished = tree.add_child(alive, "z", (6,), finished=True)
-    search._select(state, [finished])  # no candidate left: stop, no measurement
-    assert state.kv.calls == 1 and spy.calls["q"] == 1 and state.expand == []
-    state.remaining = 1
-    extra = [tree.add_child(alive, "w", (7,), finished=True), tree.add_child(alive, "v", (8,))]
-    search._select(state, extra)  # width used up, a candidate left: stop, no measurement
-    assert state.kv.calls == 1 and spy.calls["q"] == 1 and state.expand == []
+    assert not round_(alive, finished)  # no candidate left: stop, no measurement
+    assert state.kv.calls == 1 and spy.calls["q"] == 1 and strategy.done()
+    strategy.remaining = 2
+    extra = [tree.add_child(alive, "w", (7,), finished=True),
+             tree.add_child(alive, "u", (9,), finished=True), tree.add_child(alive, "v", (8,))]
+    assert not round_(alive, *extra)  # width used up, a candidate left: stop, no measurement
+    assert state.kv.calls == 1 and spy.calls["q"] == 1 and strategy.done()
     assert run_kv([{"kv": state.kv.summary()}])["paper"]["total"] == 2
 
 
