@@ -6,7 +6,8 @@
 #
 #   OUT=/tmp/out PROBLEMS=100 bash bench/gpu_real_study.sh      # data under .gpudata/
 #
-# Writes $OUT/real_study.md (one row per run) and $OUT/real_runs.tar.gz (every run dir:
+# TIMEOUT=SECONDS stops each run cleanly (SIGINT; finished problems kept, reported as
+# partial). Writes $OUT/real_study.md (one row per run) and $OUT/real_runs.tar.gz (every run dir:
 # config, summary, problems.jsonl with the full trees — also the real traces the clustering
 # threshold and the synthetic world are calibrated on).
 set -uo pipefail
@@ -29,7 +30,7 @@ for ds in ${DATASETS:-gsm8k math500}; do
       extra=()
       [ "$sel" = ets ] && extra=(selector.coverage_weight=${LAMBDA[$w]})
       name=${ds}_${sel}_w$w
-      $PY -m ets "${GPU[@]}" dataset=$ds dataset.path=${DATA[$ds]} dataset.limit=$N selector=$sel \
+      timeout -s INT ${TIMEOUT:-3000} $PY -m ets "${GPU[@]}" dataset=$ds dataset.path=${DATA[$ds]} dataset.limit=$N selector=$sel \
         search.width=$w "${extra[@]}" hydra.run.dir=$RUNS/$name > $RUNS/$name.log 2>&1 &
       pids+=($!)
     done
@@ -45,10 +46,16 @@ print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---
 rows = {}
 for d in sorted(p for p in runs.iterdir() if p.is_dir()):
     f = d / "summary.json"
-    if not f.exists():
+    recs = [json.loads(l) for l in open(d / "problems.jsonl")] if (d / "problems.jsonl").exists() else []
+    if not recs:
         print(f"| {d.name} | FAILED (see {d.name}.log) |"); continue
-    s = json.loads(f.read_text()); rows[d.name] = s
-    recs = [json.loads(l) for l in open(d / "problems.jsonl")]
+    if f.exists():
+        s = json.loads(f.read_text())
+    else:  # stopped by the time limit (SIGINT: finished problems kept): partial summary
+        from ets.results import summarize
+        s = summarize(recs, wall_time_s=float("nan"))
+        d = d.with_name(d.name + " (partial)")
+    rows[d.name] = s
     kv = s["kv"]; st = s.get("selector_stats", {})
     depths = sum(r["depths"] for r in recs) / len(recs)
     print(f"| {d.name} | {s['problems']} | {s['accuracy']['weighted_majority']:.3f} | {s['accuracy']['majority']:.3f} "
