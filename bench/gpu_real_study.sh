@@ -25,14 +25,16 @@ declare -A LAMBDA=([16]=1.5 [64]=1.4)
 mkdir -p "$RUNS"
 pids=()
 for ds in ${DATASETS:-gsm8k math500}; do
+  [ -n "${ONLY:-}" ] || true
   for w in ${WIDTHS:-16 64}; do
-    for sel in ets rebase; do
+    for sel in ${SELECTORS:-ets rebase}; do
       extra=()
       [ "$sel" = ets ] && extra=(selector.coverage_weight=${LAMBDA[$w]})
       name=${ds}_${sel}_w$w
       timeout -s INT ${TIMEOUT:-3000} $PY -m ets "${GPU[@]}" dataset=$ds dataset.path=${DATA[$ds]} dataset.limit=$N selector=$sel \
         search.width=$w "${extra[@]}" hydra.run.dir=$RUNS/$name > $RUNS/$name.log 2>&1 &
       pids+=($!)
+      sleep ${STAGGER:-25}  # engines profile memory at start-up: concurrent starts misread it
     done
   done
 done

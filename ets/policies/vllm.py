@@ -193,6 +193,10 @@ def get_engine(model: str, options: dict[str, Any], env: dict[str, str | None] |
     import vllm.envs
     from vllm import LLM
 
+    # vLLM forks its engine processes on GPUs unless told otherwise, and a forked process
+    # cannot use CUDA once this one has touched it (the ETS embedder on the GPU, a
+    # transformers PRM): "Cannot re-initialize CUDA in forked subprocess" (seen on an H200).
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     os.environ.update(env)
     if hasattr(vllm.envs, "disable_envs_cache"):  # an in-process engine froze the environment
         vllm.envs.disable_envs_cache()

@@ -58,6 +58,7 @@ class AsyncVLLMPolicy(VLLMPolicy):
 
         from ets.models import resolve_model
 
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")  # see vllm.get_engine
         os.environ.update({k: v for k, v in self.env.items() if v is not None})
         options = {k: v for k, v in self.options.items() if v is not None}
         if options.get("tokenizer"):
