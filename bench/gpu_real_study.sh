@@ -25,7 +25,6 @@ declare -A LAMBDA=([16]=1.5 [64]=1.4)
 mkdir -p "$RUNS"
 pids=()
 for ds in ${DATASETS:-gsm8k math500}; do
-  [ -n "${ONLY:-}" ] || true
   for w in ${WIDTHS:-16 64}; do
     for sel in ${SELECTORS:-ets rebase}; do
       extra=()
