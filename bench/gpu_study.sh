@@ -16,6 +16,9 @@
 set -euo pipefail
 : "${OUT:?set OUT to the folder the results go to}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false VLLM_USE_FLASHINFER_SAMPLER=0
+# The stages feed Python from stdin (heredocs): a spawned engine process could not re-import
+# "<stdin>", and nothing here touches CUDA before the engine starts, so fork is safe.
+export VLLM_WORKER_MULTIPROC_METHOD=${VLLM_WORKER_MULTIPROC_METHOD:-fork}
 PY=${PYTHON:-python3}
 DATA=${DATA:-.gpudata/gsm8k_test.jsonl}
 RUNS=${RUNS:-.gpudata/runs}
