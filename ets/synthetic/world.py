@@ -80,6 +80,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from functools import cache
 from statistics import NormalDist
 
 from ets.synthetic.calibration import calibrate
@@ -113,7 +114,7 @@ LENGTH_TABLE_SIZE = 1024  # quantile resolution (10 bits of a hash)
 M64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 _ID_SPACE = 1 << 31  # token ids stay int32-safe
-_HEAD_MIN = 1 << 17  # pool ids are below, first tokens above
+HEAD_MIN = 1 << 17  # pool ids are below, first tokens above (a step starts with one)
 _POOL_TAIL = 4096  # longest run served from the pool (longer ones are built)
 _POOL = tuple(range(0x10000 + _POOL_TAIL))
 
@@ -130,6 +131,7 @@ def str_key(text: str, salt: int = 0) -> int:
     return mix64((zlib.crc32(text.encode()) << 32 | zlib.adler32(text.encode())) ^ mix64(salt))
 
 
+@cache
 def length_table(mu: float, sigma: float) -> tuple[int, ...]:
     """``LENGTH_TABLE_SIZE`` equally likely lognormal(mu, sigma) token counts, clipped."""
     normal = NormalDist()
@@ -153,7 +155,7 @@ def token_ids(text_key: int, length: int) -> tuple[int, ...]:
     """
     if length <= 0:
         return ()
-    head = _HEAD_MIN + (text_key + length * GOLDEN) % (_ID_SPACE - _HEAD_MIN)
+    head = HEAD_MIN + (text_key + length * GOLDEN) % (_ID_SPACE - HEAD_MIN)
     off = head & 0xFFFF
     if length > _POOL_TAIL:
         return (head, *range(off, off + length - 1))
@@ -164,7 +166,8 @@ def expected_accuracy(n_plan: int, p_err: float, p_loop: float, p_detour: float)
     """Probability that a trajectory ends with the gold answer (closed form).
 
     Per plan step a correct path either loops (fails), detours (retries), errs
-    (fails) or advances; the answer step adds one more error draw.
+    (fails) or advances; the answer step adds one more error draw. The first plan
+    step cannot detour (a detour restates the previous plan move).
 
     Args:
         n_plan: Reasoning steps before the answer step (``n_steps - 1``).
@@ -172,5 +175,8 @@ def expected_accuracy(n_plan: int, p_err: float, p_loop: float, p_detour: float)
         p_loop: Per-step probability of entering a repetition loop.
         p_detour: Detour probability of a correct path.
     """
+    if n_plan <= 0:
+        return 1 - p_err
     advance = (1 - p_loop) * (1 - p_detour) * (1 - p_err) / (1 - (1 - p_loop) * p_detour)
-    return advance**n_plan * (1 - p_err)
+    first = (1 - p_loop) * (1 - p_err)
+    return first * advance ** (n_plan - 1) * (1 - p_err)
