@@ -22,8 +22,9 @@ fixed number of multiplicative fixed-point rounds, all seeded (same input, same
 output): PRM ``bias`` / ``scale`` / ``rho`` towards score mean / frontier sd /
 sibling-to-frontier sd ratio, the plan length towards ``steps_mean``, ``loop_base``
 (with ``loop_slope = 3 * loop_base``, the reference profile's shape) towards
-``loop_share`` and ``n_variants`` towards ``dup_share``. Step-length lognormals are
-taken from the traces directly. The error model (``base_error``...) is not fitted.
+``loop_share``, ``n_variants`` towards ``dup_share`` and the step-length lognormals
+towards the (cap-censored) log-length mean and sd. The error model (``base_error``...)
+is not fitted: the traces hold no step-correctness labels.
 """
 
 from __future__ import annotations
@@ -182,8 +183,19 @@ def fit(name: str, target: dict[str, float], settings: dict[str, Any],
         grow = min(grow, 12.0 / max(1.0, max(prof.steps_mean) - 1))  # plans within MAX_STEPS
         loop = prof.loop_base * _damp(max(target["loop_share"], 0.002) / max(sim["loop_share"], 0.002))
         variants = prof.n_variants * sim["dup_share"] / max(target["dup_share"], 1e-3)
+        # the per-step token cap censors lengths alike in traces and simulation: match
+        # the censored statistics (shift and stretch the lognormals)
+        lengths = {
+            f"{kind}_log_mu": _r(getattr(prof, f"{kind}_log_mu") + target[f"{kind}_log_mu"] - sim[f"{kind}_log_mu"])
+            for kind in ("step", "answer")
+        } | {
+            f"{kind}_log_sigma": _r(getattr(prof, f"{kind}_log_sigma") * _damp(
+                (target[f"{kind}_log_sigma"] / max(1e-3, sim[f"{kind}_log_sigma"])) ** 2))
+            for kind in ("step", "answer")
+        }  # fmt: skip
         prof = replace(
             prof,
+            **lengths,
             prm_rho=_r(min(0.95, max(0.0, rho))), prm_scale=_r(scale), prm_bias=_r(bias),
             steps_mean=tuple(_r(1 + (m - 1) * grow) for m in prof.steps_mean),
             steps_sd=tuple(_r(s * grow) for s in prof.steps_sd),
@@ -206,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         prof, achieved = fit(name, target, settings)
         params = {k: v for k, v in asdict(prof).items() if k != "name"}
         out["profiles"][name] = {
-            "source": {"run": Path(run_dir).name, **settings},
+            "source": {"run": str(run_dir), **settings},
             "target": target,
             "params": params,
             "achieved": achieved,
