@@ -75,7 +75,7 @@ class SyntheticPolicy:
         self.n_variants = prof.n_variants if n_variants is None else n_variants
         self._dyn = Dynamics(
             seed, step_delimiter, base_error, error_slope, self.loop_base, self.loop_slope,
-            detour_correct, detour_wrong, n_paraphrases, self.n_variants,
+            detour_correct, detour_wrong, n_paraphrases, self.n_variants, prof.length_per_text,
             W.length_table(prof.step_log_mu, prof.step_log_sigma),
             W.length_table(prof.answer_log_mu, prof.answer_log_sigma),
         )  # fmt: skip

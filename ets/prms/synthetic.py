@@ -119,13 +119,19 @@ class SyntheticPRM:
         if node.parent is None:
             key = mix64(str_key(problem.id) ^ self._salt)
             return key, _gauss(key), read_path(sp, [])
-        memo = self._memo.get(node)
+        try:
+            memo = self._memo.get(node)
+        except TypeError:  # a Node type without weak references: no memo, same result
+            memo = None
         if memo is not None:
             return memo
         pkey, _, pst = self._walk(sp, problem, node.parent)
         key = mix64(pkey ^ str_key(node.text, node.n_tokens))
         out = key, self._a * _gauss(pkey) + self._b * _gauss(key), read_path(sp, [node.text], pst)
-        self._memo[node] = out
+        try:
+            self._memo[node] = out
+        except TypeError:
+            pass
         return out
 
     def _score(self, problem: Problem, node: Node) -> float:

@@ -188,6 +188,7 @@ class Dynamics:
         detour_wrong: float,
         n_paraphrases: int,
         n_variants: int = 1,
+        length_per_text: bool = True,
         step_lengths: tuple[int, ...] = W.STEP_LENGTHS,
         answer_lengths: tuple[int, ...] = W.ANSWER_LENGTHS,
     ) -> None:
@@ -202,7 +203,7 @@ class Dynamics:
             detour_wrong,
             n_paraphrases,
         )
-        self.n_variants = n_variants
+        self.n_variants, self.length_per_text = n_variants, length_per_text
         self.step_lengths, self.answer_lengths = step_lengths, answer_lengths
         self._texts = [t + delimiter for t in all_step_texts(n_variants)]  # indexed by text id
         self._text_keys = [W.str_key(t) for t in self._texts]
@@ -246,15 +247,23 @@ class Dynamics:
                 value = (value + 1 + r_val % (N_VALUES - 1)) % N_VALUES
         tid = ((move * MAX_PARAPHRASES + para) * N_VALUES + value) * self.n_variants + variant
         tkey = self._text_keys[tid]
-        ck = W.mix64(parent["key"] ^ tkey)
+        ck, length = self._key_length(parent["key"], tkey, h, self.step_lengths)
         st = decode(sp, parent, move, value, ck)
-        return self._texts[tid], tkey, self.step_lengths[(ck >> 20) & 0x3FF], _NO_CUT, st
+        return self._texts[tid], tkey, length, _NO_CUT, st
+
+    def _key_length(self, pkey: int, tkey: int, h: int, table: tuple[int, ...]) -> tuple[int, int]:
+        """(child key, token count): both from (parent, text), or the length per sample."""
+        if self.length_per_text:
+            ck = W.mix64(pkey ^ tkey)
+            return ck, table[(ck >> 20) & 0x3FF]
+        length = table[h & 0x3FF]
+        return W.mix64(pkey ^ tkey ^ ((length * _GOLDEN) & _M64)), length
 
     def _answer(self, sp: ProblemSpec, parent: State, r: int, h: int) -> tuple[str, int, int, int, State]:
         a = parent["wrong"]
         if parent["ok"]:
             a = sp.pick_wrong((r >> 48) * _INV16) if ((r >> 32) & 0xFFFF) * _INV16 < sp.p_err else 0
         _, text, cut, tkey = sp.answers[a][((h >> 10) & 0xFF) % len(ANSWER_PREFIXES)]
-        ck = W.mix64(parent["key"] ^ tkey)
+        ck, length = self._key_length(parent["key"], tkey, h, self.answer_lengths)
         st = decode_answer(sp, parent, a, ck)
-        return text, tkey, self.answer_lengths[(ck >> 20) & 0x3FF], cut, st
+        return text, tkey, length, cut, st

@@ -153,7 +153,7 @@ def _start(name: str, target: dict[str, float]) -> profiles.Profile:
         step_log_mu=target["step_log_mu"], step_log_sigma=target["step_log_sigma"],
         answer_log_mu=target["answer_log_mu"] or ref.answer_log_mu,
         answer_log_sigma=target["answer_log_sigma"] or ref.answer_log_sigma,
-        prm_scale=1.0, prm_rho=0.5,
+        prm_scale=1.0, prm_rho=0.5, length_per_text=True,
     )  # fmt: skip
 
 

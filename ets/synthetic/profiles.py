@@ -52,6 +52,10 @@ class Profile:
         prm_rho: Share of a node's PRM noise variance inherited from its parent (0 =
             independent per node; higher = siblings score alike, as real PRMs do).
         prm_bias: Logit offset of the PRM scores (their centre).
+        length_per_text: A step's token count is a function of (parent path, text), so
+            identical sibling texts are one step (fitted profiles). ``False`` (the
+            reference world) draws it per sample: one surrogate text then stands for
+            steps of several lengths, which are distinct steps (tokens, score, state).
     """
 
     name: str
@@ -67,6 +71,7 @@ class Profile:
     prm_scale: float
     prm_rho: float
     prm_bias: float
+    length_per_text: bool = True
 
 
 MATH_REFERENCE = Profile(
@@ -84,6 +89,7 @@ MATH_REFERENCE = Profile(
     prm_scale=3.0,
     prm_rho=0.0,
     prm_bias=0.0,
+    length_per_text=False,
 )
 
 
