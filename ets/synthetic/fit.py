@@ -25,6 +25,17 @@ sibling-to-frontier sd ratio, the plan length towards ``steps_mean``, ``loop_bas
 ``loop_share``, ``n_variants`` towards ``dup_share`` and the step-length lognormals
 towards the (cap-censored) log-length mean and sd. The error model (``base_error``...)
 is not fitted: the traces hold no step-correctness labels.
+
+Published statistics for trained PRMs: a search (2026-11-29) found no published
+numeric distribution (mean / sd / range) of step scores for Math-Shepherd,
+Qwen2.5-Math-PRM or the Llemma PRMs, so none is used. Published qualitative statements
+only: generative PRMs "can sometimes produce scores clustered near 0 or 1" (ThinkPRM
+model card, quoted in github.com/mukhal/ThinkPRM/issues/3); existing PRMs put "a
+significant proportion of minimum scores ... on the final answer steps" (Zhang et al.,
+arXiv:2501.07301); PRMs "are often poorly calibrated and overestimate success
+probabilities" (Ma et al., arXiv:2605.06785). Trained PRMs may thus be far more spread
+out than our logprob PRM; the ``math_reference`` profile (scores 0.01-0.99) stays
+available for that regime.
 """
 
 from __future__ import annotations
@@ -217,13 +228,19 @@ def main(argv: list[str] | None = None) -> None:
         target = trace_stats(rows)
         prof, achieved = fit(name, target, settings)
         params = {k: v for k, v in asdict(prof).items() if k != "name"}
+        reference = trace_stats(simulate(profiles.MATH_REFERENCE, settings))
         out["profiles"][name] = {
             "source": {"run": str(run_dir), **settings},
             "target": target,
             "params": params,
             "achieved": achieved,
+            "math_reference": reference,
         }
-        print(json.dumps({name: {"target": target, "achieved": achieved, "params": params}}, indent=1))
+        print(f"\n{name} ({run_dir}, {target['problems']} real problems vs {SIM_PROBLEMS} simulated)")
+        print("| statistic | real traces | fitted profile | math_reference |\n|---|---|---|---|")
+        for key in target:
+            print(f"| {key} | {target[key]} | {achieved[key]} | {reference[key]} |")
+        print("params:", json.dumps(params))
     Path(args.out).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 
 
