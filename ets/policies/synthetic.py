@@ -152,21 +152,24 @@ class SyntheticPolicy:
     ) -> tuple[Generation, dict[str, Any]]:
         text, tkey, length, cut, st = self._dyn.draw(sp, parent, j)
         if length > max_tokens:
-            return self._truncated(text, tkey, length, cut, st, max_tokens)
+            return self._truncated(text, tkey, length, cut, parent, st, max_tokens)
         st["tokens"] = parent["tokens"] + length
         return Generation(text, W.token_ids(tkey, length), -0.3 * length, "eos" if st["done"] else "stop"), st
 
     def _truncated(
-        self, text: str, tkey: int, length: int, cut: int, st: dict[str, Any], max_tokens: int
+        self, text: str, tkey: int, length: int, cut: int, before: dict[str, Any], st: dict[str, Any],
+        max_tokens: int,
     ) -> tuple[Generation, dict[str, Any]]:
-        """The first ``max_tokens`` tokens of a step; a cut answer step loses its answer."""
+        """The first ``max_tokens`` tokens of a step (drawn as ``st`` from ``before``).
+
+        A cut step decides nothing: the path keeps the correctness and progress it had
+        before it (what the PRM, which reads whole steps only, sees too); a cut answer
+        step loses its answer. Only its key is new, so what follows is a fresh draw.
+        """
         keep = max(0, max_tokens)
-        st["tokens"] += keep
-        if st["done"]:
-            st["done"], st["k"] = False, st["k"] - 1
-            st.pop("answer", None)
+        out = dict(before, key=st["key"], depth=before["depth"] + 1, tokens=before["tokens"] + keep)
         text = text[: min(cut, len(text) * keep // length)]
-        return Generation(text, W.token_ids(tkey, length)[:keep], -0.3 * keep, "length"), st
+        return Generation(text, W.token_ids(tkey, length)[:keep], -0.3 * keep, "length"), out
 
     def _full(
         self, sp: ProblemSpec, parent: dict[str, Any], j: int, max_tokens: int
@@ -180,10 +183,10 @@ class SyntheticPolicy:
         ids: list[int] = []
         st, used = parent, 0
         for _ in range(_FULL_MAX_STEPS):
-            text, tkey, length, cut, st = self._dyn.draw(sp, st, j)
+            before = st
+            text, tkey, length, cut, st = self._dyn.draw(sp, before, j)
             if used + length > max_tokens:
-                st["tokens"] = parent["tokens"] + used
-                g, st = self._truncated(text, tkey, length, cut, st, max_tokens - used)
+                g, st = self._truncated(text, tkey, length, cut, before, st, max_tokens - used)
                 return Generation(
                     "".join(texts) + g.text,
                     tuple(ids) + g.token_ids,
