@@ -6,7 +6,7 @@ kept, never text. :func:`trace_stats` measures, on real and simulated trees alik
 
 - ``frontier_sd``: population sd of the PRM scores of one selection call's candidates
   (the unfinished nodes of one problem at one depth, >= 2 of them), averaged over calls;
-  ``sibling_sd``: the same within the children of one parent; ``score_mean``,
+  ``sibling_sd``: the same within the unfinished children of one parent; ``score_mean``,
   ``score_p05`` / ``score_p95``: over all candidates;
 - ``steps_mean`` / ``steps_sd``: depth of the nodes that end with an answer;
 - ``step_log_mu`` / ``_sigma``: log token counts of unfinished nodes (non-final steps;
@@ -86,8 +86,10 @@ def trace_stats(rows: list[dict[str, Any]]) -> dict[str, float]:
                 step_toks.append(max(1, n["tokens"]))
         fr_sd += [statistics.pstdev(s) for s in front.values() if len(s) >= 2]
         for group in kids.values():
+            alive = [n["score"] for n in group if not n["finished"]]
+            if len(alive) >= 2:
+                sib_sd.append(statistics.pstdev(alive))
             if len(group) >= 2:
-                sib_sd.append(statistics.pstdev(n["score"] for n in group))
                 sib_n += len(group)
                 sib_dup += len(group) - len({n["text"] for n in group})
     logs = [math.log(t) for t in step_toks]
