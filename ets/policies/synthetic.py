@@ -168,7 +168,8 @@ class SyntheticPolicy:
         """
         keep = max(0, max_tokens)
         out = dict(before, key=st["key"], depth=before["depth"] + 1, tokens=before["tokens"] + keep)
-        text = text[: min(cut, len(text) * keep // length)]
+        # never the whole sentence (a reader would take it for the finished step)
+        text = text[: min(cut, len(text) * keep // length, len(text.rstrip()) - 1)]
         return Generation(text, W.token_ids(tkey, length)[:keep], -0.3 * keep, "length"), out
 
     def _full(
