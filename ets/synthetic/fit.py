@@ -220,13 +220,21 @@ def fit(name: str, target: dict[str, float], settings: dict[str, Any],
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", help="NAME=RUN_DIR: profile name and a real REBASE run directory")
+    ap.add_argument("runs", nargs="+",
+                    help="NAME=RUN_DIR[,RUN_DIR...]: profile name and real REBASE run directories "
+                         "(same search settings; their problems are pooled)")
     ap.add_argument("--out", default=str(profiles.FITTED_JSON), help="fitted profiles JSON to write")
     args = ap.parse_args(argv)
     out: dict[str, Any] = {"profiles": {}}
     for spec in args.runs:
         name, run_dir = spec.split("=", 1)
-        rows, settings = read_run(run_dir)
+        rows, settings = [], None
+        for one in run_dir.split(","):
+            more, got = read_run(one)
+            if settings is not None and got != settings:
+                raise ValueError(f"{one}: search settings {got} differ from {settings}")
+            rows, settings = rows + more, got
+        assert settings is not None
         target = trace_stats(rows)
         prof, achieved = fit(name, target, settings)
         params = {k: v for k, v in asdict(prof).items() if k != "name"}
