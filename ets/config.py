@@ -184,20 +184,25 @@ class PolicyConf(Component):
 @dataclass
 class SyntheticPolicyConf(PolicyConf):
     seed: int = 0
+    profile: str | None = None  # ets.synthetic.profiles; None values below come from it
     base_error: float = _num(0.10, ge=0, le=1)
     error_slope: float = _num(0.30, ge=0)
-    loop_base: float = _num(0.005, ge=0, le=1)
-    loop_slope: float = _num(0.015, ge=0)
+    loop_base: float | None = _num(None, ge=0, le=1)
+    loop_slope: float | None = _num(None, ge=0)
     detour_correct: float = _num(0.05, ge=0, le=1)
     detour_wrong: float = _num(0.25, ge=0, le=1)
     n_paraphrases: int = _num(4, ge=1)
+    n_variants: int | None = _num(None, ge=1)
 
 
 @dataclass
 class SyntheticPRMConf(Component):
     quality: float = _num(0.3, ge=0)
     seed: int = 0
-    scale: float = _num(3.0, gt=0)
+    profile: str | None = None
+    scale: float | None = _num(None, gt=0)
+    rho: float | None = _num(None, ge=0)
+    bias: float | None = None
 
 
 class PaddingSide(str, Enum):  # noqa: UP042 (same style as the other enums)
@@ -386,6 +391,7 @@ class DatasetConf(Component):
 class SyntheticDatasetConf(DatasetConf):
     n: int = _num(500, ge=1)
     seed: int = 0
+    profile: str | None = None
 
 
 @dataclass

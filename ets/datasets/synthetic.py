@@ -1,4 +1,4 @@
-"""Synthetic problems calibrated on MATH500 (generative model: :mod:`ets.synthetic.world`)."""
+"""Synthetic problems with MATH500's level mix (generative model: :mod:`ets.synthetic.world`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from ets.datasets import check_selection, select
+from ets.synthetic import profiles
 from ets.synthetic import world as W
 from ets.synthetic.moves import N_VALUES, PLAN_MOVES, VALUE_MIN
 from ets.types import Problem
@@ -22,6 +23,7 @@ class SyntheticDataset:
         offset: Skip this many problems first (after sharding).
         shard: ``"i/n"`` keeps every n-th problem starting at i (for SLURM arrays).
         grader: Answer-equivalence component (answers are integers: a numeric grader).
+        profile: Calibration profile (:mod:`ets.synthetic.profiles`) giving the step counts.
     """
 
     def __init__(
@@ -32,25 +34,28 @@ class SyntheticDataset:
         offset: int = 0,
         shard: str | None = None,
         grader: Any = None,
+        profile: str | None = None,
     ) -> None:
         if n < 0 or offset < 0 or (limit is not None and limit < 0):
             raise ValueError("n, offset and limit must be non-negative")
         self.n, self.seed, self.limit, self.offset, self.shard = n, seed, limit, offset, shard
         self.grader = grader
+        self.profile = profiles.get(profile)
 
     def load(self) -> list[Problem]:
         indices = select(range(self.n), self.shard, self.offset, self.limit)
         check_selection(len(indices), self.n, f"the synthetic world (dataset.n={self.n})", self.shard,
                         self.offset, self.limit)
-        return [make_problem(self.seed, i) for i in indices]
+        return [make_problem(self.seed, i, self.profile) for i in indices]
 
 
-def make_problem(seed: int, i: int) -> Problem:
+def make_problem(seed: int, i: int, profile: profiles.Profile | None = None) -> Problem:
     """Problem ``i`` of the world with ``seed`` (independent of every other problem)."""
+    profile = profile or profiles.get()
     rng = random.Random(f"syn:{seed}:{i}")
     level = rng.choices(range(1, 6), weights=W.LEVEL_COUNTS)[0]
     difficulty = (level - 1 + rng.random()) / 5
-    n_steps = _draw_steps(rng, level)
+    n_steps = _draw_steps(rng, level, profile)
     plan = _draw_plan(rng, n_steps - 1)
     gold = rng.randint(*W.GOLD_RANGE)
     distractors = _draw_distractors(rng, gold)
@@ -74,9 +79,9 @@ def make_problem(seed: int, i: int) -> Problem:
     return Problem(id=f"syn-{i:05d}", question=question, gold=str(gold), meta=meta)
 
 
-def _draw_steps(rng: random.Random, level: int) -> int:
-    """Steps (answer included): 1 + Gamma moment-matched to MATH500's level stats."""
-    mean, sd = W.STEPS_MEAN[level - 1] - 1, W.STEPS_SD[level - 1]
+def _draw_steps(rng: random.Random, level: int, profile: profiles.Profile) -> int:
+    """Steps (answer included): 1 + Gamma moment-matched to the profile's level stats."""
+    mean, sd = profile.steps_mean[level - 1] - 1, profile.steps_sd[level - 1]
     extra = rng.gammavariate(mean**2 / sd**2, sd**2 / mean)
     return min(W.MAX_STEPS, max(W.MIN_STEPS, 1 + round(extra)))
 

@@ -2,38 +2,51 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from ets.synthetic import profiles
 from ets.synthetic import world as W
-from ets.synthetic.dynamics import Dynamics, ProblemSpec
+from ets.synthetic.dynamics import Dynamics, ProblemSpec, root_state
 from ets.synthetic.moves import MAX_PARAPHRASES
 from ets.types import Generation, GenRequest, Problem, Prompt
 
 _FULL_MAX_STEPS = 512  # guard for the "full" expander with an unbounded token budget
+_MAX_PROBLEMS = 4096  # problems whose node table is kept (least recently used dropped)
 _TEMPLATE = (
     "Below is an instruction that describes a task. Write a response that appropriately "
     "completes the request.\n\n### Instruction:\n{q}\n\n### Response: Let's think step by step.\n"
 )
 
+_Key = tuple[int, int, int, int]
+
 
 class SyntheticPolicy:
     """A seeded Markov "LLM" over the moves of :mod:`ets.synthetic.moves`.
 
-    A child's content depends only on (``seed``, problem id, parent state, child
+    A child's content depends only on (``seed``, problem id, parent context, child
     index ``j``); ``request.seed`` is ignored so that different algorithms are paired.
+    The policy keeps its own table of path states keyed by context token ids (nodes
+    and requests carry no simulator state): a request's context is split at the start
+    of its last step (every step's first token id is >= ``world.HEAD_MIN``, every
+    other id below), and ``(hash(context before it), its offset, first id, length)``
+    finds the state this policy recorded when it generated that step.
 
     Args:
         seed: World randomness of the trajectories (same seed = same children).
         step_delimiter: Ends every non-final step (the step expander's stop string).
         answer_markers: Answer markers the search loop should extract with.
+        profile: Calibration profile (:mod:`ets.synthetic.profiles`) giving every
+            argument left ``None`` below, plus step lengths and wording variants.
         base_error: Per-step error probability at difficulty 0.
         error_slope: Added per unit difficulty (``p_err = base + slope * d``).
         loop_base: Per-step probability of entering a repetition loop at difficulty 0.
         loop_slope: Added per unit difficulty.
-        detour_correct: Per-step probability that a correct path restates its move.
+        detour_correct: Per-step probability that a correct path restates its previous move.
         detour_wrong: Same for a wrong path (wrong solutions run longer).
         n_paraphrases: Paraphrases used per move (1-4): fewer = more duplicate texts.
+        n_variants: Wordings per step (1-8): fewer = more duplicate texts.
     """
 
     def __init__(
@@ -41,24 +54,33 @@ class SyntheticPolicy:
         seed: int = 0,
         step_delimiter: str = "\n\n",
         answer_markers: Sequence[str] = ("The answer is",),
+        profile: str | None = None,
         base_error: float = 0.10,
         error_slope: float = 0.30,
-        loop_base: float = 0.005,
-        loop_slope: float = 0.015,
+        loop_base: float | None = None,
+        loop_slope: float | None = None,
         detour_correct: float = 0.05,
         detour_wrong: float = 0.25,
         n_paraphrases: int = MAX_PARAPHRASES,
+        n_variants: int | None = None,
     ) -> None:
+        prof = profiles.get(profile)
+        self.profile = prof.name
         self.seed, self.step_delimiter, self.answer_markers = seed, step_delimiter, list(answer_markers)
         self.base_error, self.error_slope = base_error, error_slope
-        self.loop_base, self.loop_slope = loop_base, loop_slope
+        self.loop_base = prof.loop_base if loop_base is None else loop_base
+        self.loop_slope = prof.loop_slope if loop_slope is None else loop_slope
         self.detour_correct, self.detour_wrong = detour_correct, detour_wrong
         self.n_paraphrases = n_paraphrases
+        self.n_variants = prof.n_variants if n_variants is None else n_variants
         self._dyn = Dynamics(
-            seed, step_delimiter, base_error, error_slope, loop_base, loop_slope,
-            detour_correct, detour_wrong, n_paraphrases,
+            seed, step_delimiter, base_error, error_slope, self.loop_base, self.loop_slope,
+            detour_correct, detour_wrong, n_paraphrases, self.n_variants, prof.length_per_text,
+            W.length_table(prof.step_log_mu, prof.step_log_sigma),
+            W.length_table(prof.answer_log_mu, prof.answer_log_sigma),
         )  # fmt: skip
         self._specs: dict[str, ProblemSpec] = {}
+        self._table: OrderedDict[str, dict[_Key, dict[str, Any]]] = OrderedDict()
 
     def format_prompt(self, problem: Problem) -> Prompt:
         n = int(problem.meta.get("prompt_tokens", 64))
@@ -68,10 +90,56 @@ class SyntheticPolicy:
         out = []
         for req in requests:
             sp = self._spec(req.problem)
-            parent = req.state or self._dyn.root_state(sp)
+            ctx = tuple(req.context_ids)
+            parent = self.state_of(req.problem, ctx)
             one = self._one_step if req.stop else self._full
-            out.append([one(sp, parent, j, req.max_tokens) for j in range(req.n)])
+            gens = [one(sp, parent, j, req.max_tokens) for j in range(req.n)]
+            self._remember(req.problem.id, ctx, gens)
+            out.append([g for g, _ in gens])
         return out
+
+    def state_of(self, problem: Problem, context_ids: Sequence[int]) -> dict[str, Any]:
+        """The simulator state of the path whose context (prompt + steps) is ``context_ids``.
+
+        Raises:
+            KeyError: The context's last step was not generated by this policy.
+        """
+        ctx = tuple(context_ids)
+        n_prompt = int(problem.meta.get("prompt_tokens", 64))
+        i = len(ctx) - 1
+        while i >= n_prompt and ctx[i] < W.HEAD_MIN:
+            i -= 1
+        if i < n_prompt:
+            return root_state(self._spec(problem))
+        table = self._table.get(problem.id, {})
+        key = (hash(ctx[:i]), i, ctx[i], len(ctx) - i)
+        if key not in table:
+            raise KeyError(
+                f"problem {problem.id!r}: the context's last step was not generated by this "
+                "SyntheticPolicy (same seed and profile required)"
+            )
+        self._table.move_to_end(problem.id)
+        return table[key]
+
+    def _remember(self, pid: str, ctx: tuple[int, ...], gens: list[tuple[Generation, dict[str, Any]]]) -> None:
+        table = self._table.get(pid)
+        if table is None:
+            table = self._table[pid] = {}
+            if len(self._table) > _MAX_PROBLEMS:
+                self._table.popitem(last=False)
+        h = None
+        for g, st in gens:
+            ids = g.token_ids
+            t = len(ids) - 1
+            while t >= 0 and ids[t] < W.HEAD_MIN:
+                t -= 1
+            if t < 0:
+                continue  # nothing written: the context (and its state) is the parent's
+            if t == 0:
+                h = hash(ctx) if h is None else h
+                table[(h, len(ctx), ids[0], len(ids))] = st
+            else:  # several steps in one generation (the full expander)
+                table[(hash(ctx + ids[:t]), len(ctx) + t, ids[t], len(ids) - t)] = st
 
     def _spec(self, problem: Problem) -> ProblemSpec:
         sp = self._specs.get(problem.id)
@@ -79,46 +147,57 @@ class SyntheticPolicy:
             sp = self._specs[problem.id] = ProblemSpec(problem, self._dyn)
         return sp
 
-    def _one_step(self, sp: ProblemSpec, parent: dict[str, Any], j: int, max_tokens: int) -> Generation:
+    def _one_step(
+        self, sp: ProblemSpec, parent: dict[str, Any], j: int, max_tokens: int
+    ) -> tuple[Generation, dict[str, Any]]:
         text, tkey, length, cut, st = self._dyn.draw(sp, parent, j)
         if length > max_tokens:
-            return self._truncated(text, tkey, length, cut, st, max_tokens)
+            return self._truncated(text, tkey, length, cut, parent, st, max_tokens)
         st["tokens"] = parent["tokens"] + length
-        return Generation(text, W.token_ids(tkey, length), -0.3 * length, "eos" if st["done"] else "stop", st)
+        return Generation(text, W.token_ids(tkey, length), -0.3 * length, "eos" if st["done"] else "stop"), st
 
     def _truncated(
-        self, text: str, tkey: int, length: int, cut: int, st: dict[str, Any], max_tokens: int
-    ) -> Generation:
-        """The first ``max_tokens`` tokens of a step; a cut answer step loses its answer."""
-        keep = max(0, max_tokens)
-        st["tokens"] += keep
-        if st["done"]:
-            st["done"], st["k"] = False, st["k"] - 1
-            st.pop("answer", None)
-        text = text[: min(cut, len(text) * keep // length)]
-        return Generation(text, W.token_ids(tkey, length)[:keep], -0.3 * keep, "length", st)
+        self, text: str, tkey: int, length: int, cut: int, before: dict[str, Any], st: dict[str, Any],
+        max_tokens: int,
+    ) -> tuple[Generation, dict[str, Any]]:
+        """The first ``max_tokens`` tokens of a step (drawn as ``st`` from ``before``).
 
-    def _full(self, sp: ProblemSpec, parent: dict[str, Any], j: int, max_tokens: int) -> Generation:
-        """Whole remainder of the trajectory (stop list empty): steps j, 0, 0, ... concatenated."""
+        A cut step decides nothing: the path keeps the correctness and progress it had
+        before it (what the PRM, which reads whole steps only, sees too); a cut answer
+        step loses its answer. Only its key is new, so what follows is a fresh draw.
+        """
+        keep = max(0, max_tokens)
+        out = dict(before, key=st["key"], depth=before["depth"] + 1, tokens=before["tokens"] + keep)
+        # never the whole sentence (a reader would take it for the finished step)
+        text = text[: min(cut, len(text) * keep // length, len(text.rstrip()) - 1)]
+        return Generation(text, W.token_ids(tkey, length)[:keep], -0.3 * keep, "length"), out
+
+    def _full(
+        self, sp: ProblemSpec, parent: dict[str, Any], j: int, max_tokens: int
+    ) -> tuple[Generation, dict[str, Any]]:
+        """Whole remainder of the trajectory (stop list empty): child j of child j of ... concatenated.
+
+        One sample keeps its own stream ``j`` all the way: samples whose first steps are
+        the same text still go on independently (with ``0, 0, ...`` they would merge).
+        """
         texts: list[str] = []
         ids: list[int] = []
         st, used = parent, 0
-        for i in range(_FULL_MAX_STEPS):
-            text, tkey, length, cut, st = self._dyn.draw(sp, st, j if i == 0 else 0)
+        for _ in range(_FULL_MAX_STEPS):
+            before = st
+            text, tkey, length, cut, st = self._dyn.draw(sp, before, j)
             if used + length > max_tokens:
-                st["tokens"] = parent["tokens"] + used
-                g = self._truncated(text, tkey, length, cut, st, max_tokens - used)
+                g, st = self._truncated(text, tkey, length, cut, before, st, max_tokens - used)
                 return Generation(
                     "".join(texts) + g.text,
                     tuple(ids) + g.token_ids,
                     -0.3 * (used + len(g.token_ids)),
                     "length",
-                    g.state,
-                )
+                ), st
             used += length
             st["tokens"] = parent["tokens"] + used
             texts.append(text)
             ids.extend(W.token_ids(tkey, length))
             if st["done"]:
-                return Generation("".join(texts), tuple(ids), -0.3 * used, "eos", st)
-        return Generation("".join(texts), tuple(ids), -0.3 * used, "length", st)
+                return Generation("".join(texts), tuple(ids), -0.3 * used, "eos"), st
+        return Generation("".join(texts), tuple(ids), -0.3 * used, "length"), st

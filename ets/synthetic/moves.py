@@ -135,9 +135,19 @@ ANSWER_PREFIXES: tuple[str, ...] = (
 )
 
 
-def step_text(move: int, paraphrase: int, value: int) -> str:
+#: Wording variants: a short lead-in that changes the string but not the move (variant 0
+#: has none). Profiles fitted to real traces use several so that exact-duplicate
+#: siblings are as rare as in real samples (identical texts are one and the same step).
+VARIANT_LEADS: tuple[str, ...] = ("", "So ", "Then ", "Now ", "Next, ", "Here ", "Thus ", "Also, ")
+MAX_VARIANTS: int = len(VARIANT_LEADS)
+
+
+def step_text(move: int, paraphrase: int, value: int, variant: int = 0) -> str:
     """The text of one reasoning step (without the delimiter)."""
-    return MOVES[move][1][paraphrase].format(v=value)
+    text = MOVES[move][1][paraphrase].format(v=value)
+    if variant == 0:
+        return text
+    return VARIANT_LEADS[variant] + text[0].lower() + text[1:]
 
 
 def answer_text(prefix: int, answer: str) -> str:
@@ -145,11 +155,16 @@ def answer_text(prefix: int, answer: str) -> str:
     return f"{ANSWER_PREFIXES[prefix]} The answer is {answer}."
 
 
-def all_step_texts() -> list[str]:
-    """Every distinct reasoning-step text of the world, in text-id order."""
+def all_step_texts(n_variants: int = 1) -> list[str]:
+    """Every distinct reasoning-step text with ``n_variants`` wordings, in text-id order.
+
+    Text id = ``((move * MAX_PARAPHRASES + paraphrase) * N_VALUES + value) * n_variants
+    + variant`` (``value`` counted from ``VALUE_MIN``).
+    """
     return [
-        step_text(m, p, VALUE_MIN + v)
+        step_text(m, p, VALUE_MIN + v, w)
         for m in range(len(MOVES))
         for p in range(MAX_PARAPHRASES)
         for v in range(N_VALUES)
+        for w in range(n_variants)
     ]

@@ -24,30 +24,41 @@ Problems (:class:`ets.datasets.synthetic.SyntheticDataset`)
 
 Trajectories (:class:`ets.policies.synthetic.SyntheticPolicy`)
     A path's state is ``(key, k, ok, loop, wrong)``: a 64-bit key, plan steps done,
-    still correct, stuck in a loop, chosen wrong answer. Child ``j`` of a parent has
-    ``key = mix64(parent_key + (j + 1) * GOLDEN)`` (root key from policy seed and
-    problem id) and every draw of the child comes from that key's bits, so a child
-    depends only on (policy seed, problem, parent path, j): never on batches or
-    node ids. Per step, with ``d`` the difficulty:
+    still correct, stuck in a loop, chosen wrong answer. It is a function of the path's
+    text (:mod:`ets.synthetic.dynamics`): *what* child ``j`` writes comes from
+    ``mix64(parent_key + (j + 1) * GOLDEN)`` (root key from policy seed and problem
+    id), while the child's key, token count and committed distractor come from a hash
+    of (parent key, text) and its correctness is read off the text. So a child depends
+    only on (policy seed, problem, parent path, j), never on batches or node ids, and
+    two siblings that write the same text are the same step (same tokens and score).
+    Nodes carry no simulator state: the policy keeps a table keyed by context token ids.
+    Per step, with ``d`` the difficulty:
     - loop with ``p_loop = loop_base + loop_slope * d``: the path turns wrong and
-      writes ``hesitate`` steps forever (repetition until the 1024-token cap, the
+      writes ``hesitate`` steps forever (repetition until the token cap, the
       failure mode of small models on hard problems);
-    - else detour with ``detour_correct`` / ``detour_wrong``: restate the current
-      plan move (correct) or a random move (wrong) without progress: wrong
-      solutions run longer;
+    - else detour with ``detour_correct`` / ``detour_wrong``: a correct path restates
+      the previous plan move (not possible before the first), a wrong one writes a
+      random other move; no progress: wrong solutions run longer;
     - else error with ``p_err = base_error + error_slope * d`` (only if still
-      correct; absorbing): a different move, a wrong number, and a distractor
-      drawn by weight that the path will answer;
+      correct; absorbing): a move other than the current and previous plan moves, and
+      a distractor drawn by weight that the path will answer;
     - else the plan move (correct: its value; wrong: another value); ``k += 1``.
     When ``k`` reaches the plan length the step is the answer step (one more error
     draw): ``"<lead-in> The answer is <a>."``, ``finish_reason="eos"``.
-    Step lengths are lognormal (``STEP_LOG_*``, answer steps ``ANSWER_LOG_*``),
-    read from ``LENGTH_TABLE_SIZE`` quantiles, clipped to [``MIN_STEP_TOKENS``,
-    ``MAX_STEP_TOKENS``]; token ids (``token_ids``) start with a hash of (text,
-    length) and continue with a slice of a shared pool: identical steps share
-    tokens, different ones never share a prefix. Step text is a short surrogate
-    (264 distinct texts); only its token count is realistic. The transition code
-    is :mod:`ets.synthetic.dynamics`.
+    Step lengths are lognormal (``STEP_LOG_*``, answer steps ``ANSWER_LOG_*``, or the
+    profile's), read from ``LENGTH_TABLE_SIZE`` quantiles, clipped to
+    [``MIN_STEP_TOKENS``, ``MAX_STEP_TOKENS``]; token ids (``token_ids``) start with a
+    hash of (text, length) and continue with a slice of a shared pool: identical steps
+    share tokens, different ones never share a prefix. Step text is a short surrogate
+    (264 distinct texts, times ``n_variants`` wording lead-ins); only its token count
+    is realistic.
+
+Calibration profiles (:mod:`ets.synthetic.profiles`, config key ``policy.profile``)
+    ``math_reference`` holds the constants below (MATH500 reference solutions, PRM
+    scale 3, independent PRM noise); the default ``smollm2_math500`` (and
+    ``smollm2_gsm8k``) replaces step counts, step lengths, loop rate, wording variants
+    and the PRM's spread with numbers fitted to real SmolLM2 search traces
+    (:mod:`ets.synthetic.fit`).
 
 Policy parameters (defaults; also the config schema's)
     - ``base_error=0.10``, ``error_slope=0.30``: ``p_err`` 0.10-0.40. With the
@@ -67,7 +78,8 @@ Policy parameters (defaults; also the config schema's)
       answers come with longer solutions in real samples).
     - ``n_paraphrases=4``: the measured embedding structure (:mod:`.moves`);
       fewer paraphrases means more exact-duplicate siblings.
-    With seed 0: trajectories average ~210 tokens (p95 ~690); steps average 44.
+    With seed 0 (``math_reference``): trajectories average ~210 tokens (p95 ~690); steps
+    average 44.
 
 PRM (:class:`ets.prms.synthetic.SyntheticPRM`): a noisy read-out of ``ok``
 (``quality`` and ``scale`` are documented there).
@@ -80,6 +92,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from functools import cache
 from statistics import NormalDist
 
 from ets.synthetic.calibration import calibrate
@@ -93,7 +106,7 @@ __all__ = [
     "expected_accuracy",
 ]
 
-# ---- calibration (recomputed by calibrate(); tests compare) ---------------------------
+# ---- calibration of math_reference (recomputed by calibrate(); tests compare) --------
 LEVEL_COUNTS: tuple[int, ...] = (43, 90, 105, 128, 134)
 STEPS_MEAN: tuple[float, ...] = (2.349, 3.0, 3.114, 3.68, 4.821)
 STEPS_SD: tuple[float, ...] = (1.553, 2.231, 2.139, 2.215, 2.909)
@@ -113,7 +126,7 @@ LENGTH_TABLE_SIZE = 1024  # quantile resolution (10 bits of a hash)
 M64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 _ID_SPACE = 1 << 31  # token ids stay int32-safe
-_HEAD_MIN = 1 << 17  # pool ids are below, first tokens above
+HEAD_MIN = 1 << 17  # pool ids are below, first tokens above (a step starts with one)
 _POOL_TAIL = 4096  # longest run served from the pool (longer ones are built)
 _POOL = tuple(range(0x10000 + _POOL_TAIL))
 
@@ -130,6 +143,7 @@ def str_key(text: str, salt: int = 0) -> int:
     return mix64((zlib.crc32(text.encode()) << 32 | zlib.adler32(text.encode())) ^ mix64(salt))
 
 
+@cache
 def length_table(mu: float, sigma: float) -> tuple[int, ...]:
     """``LENGTH_TABLE_SIZE`` equally likely lognormal(mu, sigma) token counts, clipped."""
     normal = NormalDist()
@@ -153,7 +167,7 @@ def token_ids(text_key: int, length: int) -> tuple[int, ...]:
     """
     if length <= 0:
         return ()
-    head = _HEAD_MIN + (text_key + length * GOLDEN) % (_ID_SPACE - _HEAD_MIN)
+    head = HEAD_MIN + (text_key + length * GOLDEN) % (_ID_SPACE - HEAD_MIN)
     off = head & 0xFFFF
     if length > _POOL_TAIL:
         return (head, *range(off, off + length - 1))
@@ -164,7 +178,8 @@ def expected_accuracy(n_plan: int, p_err: float, p_loop: float, p_detour: float)
     """Probability that a trajectory ends with the gold answer (closed form).
 
     Per plan step a correct path either loops (fails), detours (retries), errs
-    (fails) or advances; the answer step adds one more error draw.
+    (fails) or advances; the answer step adds one more error draw. The first plan
+    step cannot detour (a detour restates the previous plan move).
 
     Args:
         n_plan: Reasoning steps before the answer step (``n_steps - 1``).
@@ -172,5 +187,8 @@ def expected_accuracy(n_plan: int, p_err: float, p_loop: float, p_detour: float)
         p_loop: Per-step probability of entering a repetition loop.
         p_detour: Detour probability of a correct path.
     """
+    if n_plan <= 0:
+        return 1 - p_err
     advance = (1 - p_loop) * (1 - p_detour) * (1 - p_err) / (1 - (1 - p_loop) * p_detour)
-    return advance**n_plan * (1 - p_err)
+    first = (1 - p_loop) * (1 - p_err)
+    return first * advance ** (n_plan - 1) * (1 - p_err)

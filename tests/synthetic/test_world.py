@@ -16,6 +16,7 @@ from ets.datasets.synthetic import SyntheticDataset
 from ets.policies.synthetic import SyntheticPolicy
 from ets.prms.synthetic import SyntheticPRM
 from ets.protocols import PRM, Dataset, Policy
+from ets.synthetic import profiles
 from ets.synthetic import world as W
 from ets.synthetic.moves import MOVES, all_step_texts
 from ets.tree import Tree
@@ -23,16 +24,28 @@ from ets.types import GenRequest, Problem
 
 MATH500 = Path(__file__).parents[2] / ".." / "shared" / "data" / "math500.jsonl"
 DELIM = "\n\n"
+# The mechanics below are pinned on the original world (its numbers are the ones the
+# tests were written against); the fitted profiles have their own tests (test_fitted.py).
+REF = "math_reference"
+
+
+def Policy_(**kw) -> SyntheticPolicy:  # noqa: N802 - reads like the class it builds
+    return SyntheticPolicy(profile=REF, **kw)
+
+
+def prompt_ids(problem: Problem) -> tuple[int, ...]:
+    return SyntheticPolicy(profile=REF).format_prompt(problem).token_ids
 
 
 def req(
     problem: Problem,
     n: int = 4,
-    state: dict | None = None,
+    ctx: tuple[int, ...] | None = None,
     max_tokens: int = 256,
     stop: list[str] | None = None,
 ) -> GenRequest:
-    return GenRequest(problem, "", (), n, max_tokens, [DELIM] if stop is None else stop, 0, state or {})
+    ids = prompt_ids(problem) if ctx is None else ctx
+    return GenRequest(problem, "", ids, n, max_tokens, [DELIM] if stop is None else stop, 0)
 
 
 def with_difficulty(problem: Problem, d: float) -> Problem:
@@ -40,11 +53,21 @@ def with_difficulty(problem: Problem, d: float) -> Problem:
 
 
 def rollout(policy: SyntheticPolicy, problem: Problem, j: int, max_steps: int = 60) -> list:
-    """Step-wise path: child j of the root, then child 0 of each node (no token limit)."""
-    gens = [policy.generate([req(problem, n=j + 1, max_tokens=10**6)])[0][j]]
-    while gens[-1].finish_reason == "stop" and len(gens) < max_steps:
-        gens.append(policy.generate([req(problem, n=1, state=gens[-1].state, max_tokens=10**6)])[0][0])
-    return gens
+    """Step-wise path: child j of the root, then child j of each node (no token limit).
+
+    Returns (generation, context ids after it) pairs.
+    """
+    ctx = prompt_ids(problem)
+    g = policy.generate([req(problem, n=j + 1, max_tokens=10**6)])[0][j]
+    path = [(g, ctx := ctx + g.token_ids)]
+    while path[-1][0].finish_reason == "stop" and len(path) < max_steps:
+        g = policy.generate([req(problem, n=j + 1, ctx=ctx, max_tokens=10**6)])[0][j]
+        path.append((g, ctx := ctx + g.token_ids))
+    return path
+
+
+def state(policy: SyntheticPolicy, problem: Problem, ctx: tuple[int, ...]) -> dict:
+    return policy.state_of(problem, ctx)
 
 
 def auc(pos: list[float], neg: list[float]) -> float:
@@ -55,23 +78,26 @@ def auc(pos: list[float], neg: list[float]) -> float:
 
 @pytest.fixture(scope="module")
 def problems() -> list[Problem]:
-    return SyntheticDataset(n=200, seed=3).load()
+    return SyntheticDataset(n=200, seed=3, profile=REF).load()
 
 
 # ---- dataset --------------------------------------------------------------------------
 def test_components_satisfy_protocols():
-    assert isinstance(SyntheticPolicy(), Policy)
-    assert isinstance(SyntheticPRM(), PRM)
-    assert isinstance(SyntheticDataset(), Dataset)
+    assert isinstance(Policy_(), Policy)
+    assert isinstance(SyntheticPRM(profile=REF), PRM)
+    assert isinstance(SyntheticDataset(profile=REF), Dataset)
 
 
 def test_dataset_slicing_does_not_change_problems(problems):
-    sliced = SyntheticDataset(n=200, seed=3, limit=5, offset=17).load()
+    def ds(**kw):
+        return SyntheticDataset(profile=REF, **kw)
+
+    sliced = ds(n=200, seed=3, limit=5, offset=17).load()
     assert sliced == problems[17:22]
-    assert SyntheticDataset(n=1000, seed=3, limit=3).load() == problems[:3]
-    assert SyntheticDataset(n=200, seed=3, offset=198, limit=10).load() == problems[198:]
-    assert SyntheticDataset(n=200, seed=4, limit=3).load() != problems[:3]
-    assert SyntheticDataset(n=200, seed=3, shard="1/3", offset=2, limit=4).load() == problems[1::3][2:6]
+    assert ds(n=1000, seed=3, limit=3).load() == problems[:3]
+    assert ds(n=200, seed=3, offset=198, limit=10).load() == problems[198:]
+    assert ds(n=200, seed=4, limit=3).load() != problems[:3]
+    assert ds(n=200, seed=3, shard="1/3", offset=2, limit=4).load() == problems[1::3][2:6]
 
 
 def test_problem_fields(problems):
@@ -87,7 +113,7 @@ def test_problem_fields(problems):
 
 
 def test_level_mix_follows_math500():
-    levels = Counter(p.meta["level"] for p in SyntheticDataset(n=3000, seed=1).load())
+    levels = Counter(p.meta["level"] for p in SyntheticDataset(n=3000, seed=1, profile=REF).load())
     total = sum(W.LEVEL_COUNTS)
     for level, count in enumerate(W.LEVEL_COUNTS, start=1):
         p = count / total
@@ -96,23 +122,34 @@ def test_level_mix_follows_math500():
 
 # ---- policy: determinism and pairing ----------------------------------------------------
 def test_children_do_not_depend_on_batch_or_order(problems):
-    pol = SyntheticPolicy(seed=5)
+    pol = Policy_(seed=5)
     a, b = problems[0], problems[1]
     alone = pol.generate([req(a, n=3)])[0]
-    other = SyntheticPolicy(seed=5).generate([req(b, n=2), req(a, n=8), req(a, n=1)])
+    other_pol = Policy_(seed=5)
+    other = other_pol.generate([req(b, n=2), req(a, n=8), req(a, n=1)])
     assert other[1][:3] == alone and other[2] == alone[:1]
-    parent = alone[2].state
-    snapshot = dict(parent)
-    deeper = pol.generate([req(a, n=5, state=parent)])[0]
-    assert parent == snapshot  # the parent's state is never mutated
-    mixed = SyntheticPolicy(seed=5).generate([req(b, n=1), req(a, n=2, state=dict(parent))])
+    ctx = prompt_ids(a) + alone[2].token_ids
+    snapshot = dict(pol.state_of(a, ctx))
+    deeper = pol.generate([req(a, n=5, ctx=ctx)])[0]
+    assert pol.state_of(a, ctx) == snapshot  # the parent's state is never mutated
+    mixed = other_pol.generate([req(b, n=1), req(a, n=2, ctx=ctx)])
     assert mixed[1] == deeper[:2]
     assert pol.generate([req(a, n=3)])[0] == alone  # no hidden mutable state
 
 
+def test_requests_carry_no_state_and_unknown_contexts_fail(problems):
+    pol = Policy_()
+    g = pol.generate([req(problems[0], n=1)])[0][0]
+    r = req(problems[0], n=1, ctx=prompt_ids(problems[0]) + g.token_ids)
+    assert getattr(r, "state", {}) == {} and getattr(g, "state", {}) == {}  # nothing rides on them
+    fresh = Policy_()  # never generated that step: it cannot know its state
+    with pytest.raises(KeyError, match="not generated by this SyntheticPolicy"):
+        fresh.generate([r])
+
+
 def test_seed_changes_children(problems):
     def ids(seed: int) -> list[tuple[int, ...]]:
-        return [g.token_ids for g in SyntheticPolicy(seed=seed).generate([req(problems[0], n=16)])[0]]
+        return [g.token_ids for g in Policy_(seed=seed).generate([req(problems[0], n=16)])[0]]
 
     assert ids(0) == ids(0) and ids(0) != ids(1)
 
@@ -120,14 +157,14 @@ def test_seed_changes_children(problems):
 @pytest.mark.parametrize("stop", [[DELIM], []])
 @pytest.mark.parametrize("n", [0, 1, 7, 64])
 def test_request_n_respected(problems, n, stop):
-    out = SyntheticPolicy().generate(
+    out = Policy_().generate(
         [req(problems[2], n=n, stop=stop, max_tokens=1024), req(problems[3], n=2)]
     )
     assert [len(o) for o in out] == [n, 2]
 
 
 def test_truncation_respects_max_tokens(problems):
-    pol = SyntheticPolicy()
+    pol = Policy_()
     for p in problems[:50]:
         full = pol.generate([req(p, n=20, max_tokens=10**6)])[0]
         for limit in (0, 7, 30):
@@ -142,48 +179,49 @@ def test_truncation_respects_max_tokens(problems):
 
 
 def test_steps_end_with_delimiter_and_answer(problems):
-    pol = SyntheticPolicy()
+    pol = Policy_()
     finals = 0
     for p in problems[:40]:
         for j in range(5):
             path = rollout(pol, p, j)
-            for g in path[:-1]:
+            for g, _ in path[:-1]:
                 assert g.finish_reason == "stop" and g.text.endswith(DELIM) and "answer" not in g.text
-            last = path[-1]
+            last, ctx = path[-1]
             if last.finish_reason == "eos":
                 finals += 1
                 m = re.search(r"The answer is (-?\d+)\.$", last.text)
                 assert m and extract_answer(last.text, ["The answer is"]) == m.group(1)
-                assert (m.group(1) == p.gold) == last.state["ok"]
+                assert (m.group(1) == p.gold) == state(pol, p, ctx)["ok"]
                 assert m.group(1) in [p.gold, *p.meta["distractors"]]
             assert len(path) >= p.meta["n_steps"] or last.finish_reason == "stop"
     assert finals > 150
 
 
 def test_truncated_answer_step_has_no_answer(problems):
-    pol = SyntheticPolicy()
+    pol = Policy_()
     for p in problems[:20]:
         path = rollout(pol, p, 0)
-        if path[-1].finish_reason != "eos":
+        if path[-1][0].finish_reason != "eos":
             continue
-        parent = path[-2].state if len(path) > 1 else {}
-        for limit in range(0, len(path[-1].token_ids)):
-            cut = pol.generate([req(p, n=1, state=parent, max_tokens=limit)])[0][0]
+        parent = path[-2][1] if len(path) > 1 else prompt_ids(p)
+        for limit in range(1, len(path[-1][0].token_ids)):
+            cut = pol.generate([req(p, n=1, ctx=parent, max_tokens=limit)])[0][0]
             assert cut.finish_reason == "length" and extract_answer(cut.text, ["The answer is"]) is None
-            assert not cut.state["done"]
+            assert not state(pol, p, parent + cut.token_ids)["done"]
 
 
 def test_full_expander_equals_concatenated_steps(problems):
-    pol = SyntheticPolicy()
+    pol = Policy_()
     for p in problems[:30]:
         full = pol.generate([req(p, n=6, stop=[], max_tokens=10**6)])[0]
         for j, g in enumerate(full):
             path = rollout(pol, p, j, max_steps=600)
-            if path[-1].finish_reason != "eos":
+            if path[-1][0].finish_reason != "eos":
                 continue
-            assert g.finish_reason == "eos" and g.state == path[-1].state
-            assert g.text == "".join(s.text for s in path)
-            assert g.token_ids == tuple(t for s in path for t in s.token_ids)
+            ctx = prompt_ids(p) + g.token_ids
+            assert g.finish_reason == "eos" and state(pol, p, ctx) == state(pol, p, path[-1][1])
+            assert g.text == "".join(s.text for s, _ in path)
+            assert g.token_ids == tuple(t for s, _ in path for t in s.token_ids)
             capped = pol.generate([req(p, n=j + 1, stop=[], max_tokens=100)])[0][j]
             assert len(capped.token_ids) == min(100, len(g.token_ids))
             assert capped.token_ids == g.token_ids[:100]
@@ -191,7 +229,7 @@ def test_full_expander_equals_concatenated_steps(problems):
 
 
 def test_long_trajectories_sometimes_hit_the_cap(problems):
-    out = SyntheticPolicy().generate([req(p, n=32, stop=[], max_tokens=1024) for p in problems])
+    out = Policy_().generate([req(p, n=32, stop=[], max_tokens=1024) for p in problems])
     gens = [g for o in out for g in o]
     capped = fmean(g.finish_reason == "length" for g in gens)
     assert 0.005 < capped < 0.2
@@ -200,13 +238,14 @@ def test_long_trajectories_sometimes_hit_the_cap(problems):
 
 # ---- policy: the error model ---------------------------------------------------------------
 def test_first_step_error_rate_rises_with_difficulty(problems):
-    pol = SyntheticPolicy(base_error=0.05, error_slope=0.3)
+    pol = Policy_(base_error=0.05, error_slope=0.3)
     n, rates = 20000, []
     for d in (0.05, 0.95):
         p = with_difficulty(problems[0], d)
-        wrong = fmean(not g.state["ok"] for g in pol.generate([req(p, n=n)])[0])
+        ctx = prompt_ids(p)
+        wrong = fmean(not state(pol, p, ctx + g.token_ids)["ok"] for g in pol.generate([req(p, n=n)])[0])
         p_err, p_loop = 0.05 + 0.3 * d, pol.loop_base + pol.loop_slope * d
-        expected = p_loop + (1 - p_loop) * (1 - pol.detour_correct) * p_err
+        expected = p_loop + (1 - p_loop) * p_err  # the first step cannot detour
         assert abs(wrong - expected) < 4 * math.sqrt(expected * (1 - expected) / n)
         rates.append(wrong)
     assert rates[1] > rates[0] + 0.2
@@ -214,7 +253,7 @@ def test_first_step_error_rate_rises_with_difficulty(problems):
 
 @pytest.mark.parametrize("d", [0.1, 0.6, 0.95])
 def test_accuracy_matches_closed_form(problems, d):
-    pol, n = SyntheticPolicy(), 6000
+    pol, n = Policy_(), 6000
     p = with_difficulty(next(q for q in problems if q.meta["n_steps"] == 4), d)
     out = pol.generate([req(p, n=n, stop=[], max_tokens=10**6)])[0]
     acc = fmean(g.finish_reason == "eos" and extract_answer(g.text, ["The answer is"]) == p.gold for g in out)
@@ -226,8 +265,10 @@ def test_accuracy_matches_closed_form(problems, d):
 
 def test_wrong_answers_repeat(problems):
     p = with_difficulty(problems[5], 0.9)
-    out = SyntheticPolicy().generate([req(p, n=4000, stop=[], max_tokens=10**6)])[0]
-    wrong = [g.state["answer"] for g in out if g.finish_reason == "eos" and g.state["answer"] != p.gold]
+    pol = Policy_()
+    out = pol.generate([req(p, n=4000, stop=[], max_tokens=10**6)])[0]
+    answers = [state(pol, p, prompt_ids(p) + g.token_ids).get("answer") for g in out if g.finish_reason == "eos"]
+    wrong = [a for a in answers if a != p.gold]
     counts = Counter(wrong)
     assert len(wrong) > 500 and set(counts) <= set(p.meta["distractors"])
     top, top_count = counts.most_common(1)[0]
@@ -239,7 +280,7 @@ def test_wrong_answers_repeat(problems):
 
 # ---- tokens and prompts --------------------------------------------------------------------
 def test_sibling_steps_share_tokens_only_when_identical(problems):
-    pol = SyntheticPolicy()
+    pol = Policy_()
     for p in problems[:20]:
         kids = pol.generate([req(p, n=256)])[0]
         by_head: dict[int, tuple] = {}
@@ -252,25 +293,25 @@ def test_sibling_steps_share_tokens_only_when_identical(problems):
 def test_world_has_few_distinct_step_texts(problems):
     texts = set(all_step_texts())
     assert len(texts) <= 300
-    out = SyntheticPolicy().generate([req(p, n=64) for p in problems])
+    out = Policy_().generate([req(p, n=64) for p in problems])
     seen = {g.text[: -len(DELIM)] for o in out for g in o if g.finish_reason == "stop"}
     assert seen <= texts
 
 
 def test_prompt_length_and_tokens(problems):
-    pol = SyntheticPolicy()
+    pol = Policy_()
     prompts = [pol.format_prompt(p) for p in problems]
     for p, pr in zip(problems, prompts):
         assert len(pr.token_ids) == p.meta["prompt_tokens"] and p.question in pr.text
-        assert pr == SyntheticPolicy(seed=9).format_prompt(p)
+        assert pr == Policy_(seed=9).format_prompt(p)
     assert len({pr.token_ids[0] for pr in prompts}) == len(prompts)
     mean = fmean(len(pr.token_ids) for pr in prompts) - W.PROMPT_OVERHEAD_TOKENS
     assert 0.6 < mean / math.exp(W.QUESTION_LOG_MU + W.QUESTION_LOG_SIGMA**2 / 2) < 1.4
 
 
 def test_generated_step_lengths_follow_calibration(problems):
-    pol = SyntheticPolicy()
-    gens = [g for p in problems for j in range(10) for g in rollout(pol, p, j)]
+    pol = Policy_()
+    gens = [g for p in problems for j in range(10) for g, _ in rollout(pol, p, j)]
     steps = [len(g.token_ids) for g in gens if g.finish_reason == "stop"]
     answers = [len(g.token_ids) for g in gens if g.finish_reason == "eos"]
     assert len(answers) > 1500
@@ -293,22 +334,27 @@ def test_length_tables_follow_the_lognormals():
 
 # ---- PRM ----------------------------------------------------------------------------------
 def scored_nodes(problems, quality: float, seed: int = 0):
-    pol = SyntheticPolicy(base_error=0.25, error_slope=0.3)
-    tree = Tree("", ())
-    items = []
+    """Whole trajectories (the full expander), one tree per problem, scored by the PRM."""
+    pol = Policy_(base_error=0.25, error_slope=0.3)
+    items, ok = [], []
     for p in problems:
+        pr = pol.format_prompt(p)
+        tree = Tree(pr.text, pr.token_ids)
         for g in pol.generate([req(p, n=20, stop=[], max_tokens=10**6)])[0]:
-            items.append((p, tree.add_child(tree.root, g.text, g.token_ids, state=g.state)))
-    scores = SyntheticPRM(quality=quality, seed=seed).score(items)
-    pos = [s for (_, n), s in zip(items, scores) if n.state["ok"]]
-    neg = [s for (_, n), s in zip(items, scores) if not n.state["ok"]]
+            items.append((p, tree.add_child(tree.root, g.text, g.token_ids)))
+            ok.append(pol.state_of(p, pr.token_ids + g.token_ids)["ok"])
+    scores = SyntheticPRM(quality=quality, seed=seed, profile=REF).score(items)
+    pos = [s for s, o in zip(scores, ok) if o]
+    neg = [s for s, o in zip(scores, ok) if not o]
     return items, scores, pos, neg
 
 
 def test_prm_perfect_quality_ranks_correct_above_wrong(problems):
-    _, scores, pos, neg = scored_nodes(problems, 1.0)
+    items, scores, pos, neg = scored_nodes(problems, 1.0)
     assert len(pos) > 300 and len(neg) > 300 and min(pos) > max(neg)
-    assert len(set(scores)) == len(scores) and all(0 < s < 1 for s in scores)
+    # one score per distinct path (identical trajectories are the same path)
+    distinct = {(p.id, n.text): s for (p, n), s in zip(items, scores)}
+    assert len(set(distinct.values())) == len(distinct) and all(0 < s < 1 for s in scores)
 
 
 @pytest.mark.parametrize("quality", [0.0, 0.3, 0.5, 0.7, 0.95])
@@ -320,10 +366,10 @@ def test_prm_auc_follows_quality(problems, quality):
 
 def test_prm_is_deterministic_and_batch_independent(problems):
     items, scores, _, _ = scored_nodes(problems[:20], 0.5)
-    prm = SyntheticPRM(quality=0.5)
+    prm = SyntheticPRM(quality=0.5, profile=REF)
     assert prm.score(items[::-1]) == scores[::-1]
-    assert [prm.score([it])[0] for it in items[:10]] == scores[:10]
-    assert SyntheticPRM(quality=0.5, seed=1).score(items) != scores
+    assert [SyntheticPRM(quality=0.5, profile=REF).score([it])[0] for it in items[:10]] == scores[:10]
+    assert SyntheticPRM(quality=0.5, seed=1, profile=REF).score(items) != scores
     with pytest.raises(ValueError):
         prm.score([(problems[0], Tree("", ()).root)])
 
@@ -333,6 +379,10 @@ def test_calibration_constants_match_math500():
     if not MATH500.exists():
         pytest.skip(f"MATH500 not found at {MATH500.resolve()} (the ../shared/data checkout beside the repo)")
     got = W.calibrate(MATH500)
+    ref = profiles.MATH_REFERENCE
+    assert (ref.steps_mean, ref.steps_sd) == (W.STEPS_MEAN, W.STEPS_SD)
+    assert (ref.step_log_mu, ref.step_log_sigma) == (W.STEP_LOG_MU, W.STEP_LOG_SIGMA)
+    assert (ref.answer_log_mu, ref.answer_log_sigma) == (W.ANSWER_LOG_MU, W.ANSWER_LOG_SIGMA)
     stored = {
         "level_counts": list(W.LEVEL_COUNTS),
         "steps_mean": list(W.STEPS_MEAN),
