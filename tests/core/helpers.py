@@ -114,11 +114,13 @@ class LookaheadStrategy:
         self.phase = "expand"
         self._next = [Expansion(tree.root, budget.width)]
         self.n_rollouts = 0
+        self.generated = 0  # tree nodes and rollouts so far (budget.max_nodes)
 
     def propose(self) -> list[Expansion]:
         return list(self._next)
 
     def observe(self, results: list[tuple[Expansion, list[Node]]]) -> None:
+        self.generated += sum(len(cs) for _, cs in results)
         if self.phase == "expand":
             kids = [c for _, cs in results for c in cs]
             self.remaining -= sum(c.finished for c in kids)
@@ -139,7 +141,9 @@ class LookaheadStrategy:
             return
         open_ends = [end for end in self.rollouts.values() if not end.finished
                      and end.depth < self.budget.max_depth and end.cum_tokens < self.budget.max_tokens]
-        if self.depth_left > 0 and open_ends:
+        # Rollouts only while they leave room for the expansion that follows them.
+        room = self.budget.max_nodes - self.generated - self.remaining
+        if self.depth_left > 0 and open_ends and len(open_ends) <= room:
             self.phase = "rollout"
             self._next = [Expansion(end, 1, rollout=True) for end in open_ends]
             return
@@ -150,7 +154,8 @@ class LookaheadStrategy:
         best = max(key(n) for n in self.frontier)
         tied = [n for n in self.frontier if key(n) == best]
         pick = self.rng.choice(tied) if self.random_ties else tied[0]
-        self._next = [Expansion(pick, self.remaining)]
+        n = min(self.remaining, self.budget.max_nodes - self.generated)  # never over budget
+        self._next = [Expansion(pick, n)] if n > 0 else []
 
     def done(self) -> bool:
         return not self._next
