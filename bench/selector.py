@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     solve_cpsat(ETSInstance([1.0], [0], [-1], [0.5], [0.5], 1.0))  # warm-up (imports)
-    solve_pulp(ETSInstance([1.0], [0], [-1], [0.5], [0.5], 1.0))
+    if not args.no_cbc:  # PuLP is only needed for the CBC table (absent on the GPU node)
+        solve_pulp(ETSInstance([1.0], [0], [-1], [0.5], [0.5], 1.0))
     rows, worker_rows = {}, {}
     for w in args.widths:
         t0 = time.perf_counter()
