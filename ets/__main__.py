@@ -48,10 +48,23 @@ def _remove_if_unused(run_dir: Path) -> None:
     if not run_dir.is_dir():
         return
     entries = list(run_dir.iterdir())
-    if all(p.name == ".hydra" or p.suffix == ".log" for p in entries):
+    if all(p.name == ".hydra" or p.suffix == ".log" or (p.name == ".lock" and _unheld(p))
+           for p in entries):
         for p in entries:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         run_dir.rmdir()
+
+
+def _unheld(lock: Path) -> bool:
+    """Whether no process holds the run-dir lock file (ets.rundir.RunLock) right now."""
+    import fcntl
+
+    try:
+        with open(lock, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when fh closes
+            return True
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

@@ -85,8 +85,10 @@ def brute(backend: str, tree: Tree, live: list[Node]) -> int:
 
 
 def search_rows(compose_cfg, selector: str, width: int = 8) -> tuple[list[dict[str, Any]], Spy]:
-    cfg = compose_cfg("+experiment=synthetic", "dataset.limit=6", f"search.width={width}",
-                      "search.concurrency=3", f"selector={selector}")
+    # The math_reference world: its searches hit every way to stop (width used up with
+    # candidates left included; test_searches_exercise_pruning_and_every_way_to_stop).
+    cfg = compose_cfg("+experiment=synthetic", "policy.profile=math_reference", "dataset.limit=6",
+                      f"search.width={width}", "search.concurrency=3", f"selector={selector}")
     search, dataset = build_search(cfg)
     spy = Spy(search.selector)
     search.selector, search.strategies = spy, WidthStrategies(spy)
