@@ -39,6 +39,10 @@ class SelectionLog:
             candidates: the share of REBASE's allocation that ETS takes away.
         guaranteed: Candidates given a child by ``min_one_child``.
         width: Remaining width handed out.
+        rebase_pruned: Candidates REBASE would expand that the program pruned.
+        rebase_pruned_parent_kept: Of those, the ones whose parent keeps another child
+            (with lambda_b = 1 and uniform cost the paper's objective should never prune
+            one: its reward share exceeds its node's cost; issue 8 section 5).
     """
 
     candidates: int
@@ -49,6 +53,8 @@ class SelectionLog:
     mass_pruned: float
     guaranteed: int
     width: int
+    rebase_pruned: int = 0
+    rebase_pruned_parent_kept: int = 0
 
 
 class ETSSelector:
@@ -303,11 +309,14 @@ class ETSSelector:
         total = sum(weights)
         rebase = rebase_allocation(scores, width, self.temperature)
         k = len(set(labels)) if labels is not None else None  # None: no coverage term
+        kept_parents = {id(c.parent) for c, kp in zip(candidates, keep) if kp}
+        lost = [i for i, n in enumerate(rebase) if n > 0 and not keep[i]]
         entry = SelectionLog(
             candidates=len(candidates), clusters=k, kept=sum(keep),
             expanded=sum(n > 0 for n in counts), rebase_expand=sum(n > 0 for n in rebase),
             mass_pruned=sum(w for w, kp in zip(weights, keep) if not kp) / total,
-            guaranteed=self._guaranteed, width=width,
+            guaranteed=self._guaranteed, width=width, rebase_pruned=len(lost),
+            rebase_pruned_parent_kept=sum(id(candidates[i].parent) in kept_parents for i in lost),
         )
         self.calls.append(entry)
         log.debug("ets selection %s", asdict(entry))
@@ -319,6 +328,8 @@ class ETSSelector:
         st["rebase_would_expand"] += entry.rebase_expand
         st["softmax_mass_pruned"] += entry.mass_pruned
         st["guaranteed_children"] += entry.guaranteed
+        st["rebase_pruned"] += entry.rebase_pruned
+        st["rebase_pruned_parent_kept"] += entry.rebase_pruned_parent_kept
         if k is not None:
             st["clustered_candidates"] += entry.candidates
             st["clusters"] += k
@@ -329,7 +340,8 @@ _PAPER_THRESHOLD = 0.05
 #: Summed per-call counts in ``stats`` (a merge of shards may add them up).
 _SUMS = ("selection_calls", "candidates", "clustered_candidates", "clusters",
          "candidates_kept", "candidates_expanded", "rebase_would_expand",
-         "softmax_mass_pruned", "guaranteed_children")
+         "softmax_mass_pruned", "guaranteed_children", "rebase_pruned",
+         "rebase_pruned_parent_kept")
 
 
 def derived_stats(stats: dict[str, float]) -> dict[str, float]:

@@ -258,6 +258,11 @@ def test_selection_log_matches_an_independent_recount(seed):
     assert entry.expanded == sum(n > 0 for n in counts)
     assert entry.rebase_expand == sum(n > 0 for n in rebase_allocation(list(s), width, 0.2))
     assert entry.mass_pruned == pytest.approx(w[~np.array(keep)].sum() / w.sum())
+    rebase = rebase_allocation(list(s), width, 0.2)
+    lost = [i for i in range(len(cands)) if rebase[i] > 0 and not keep[i]]
+    assert entry.rebase_pruned == len(lost)
+    assert entry.rebase_pruned_parent_kept == sum(
+        any(keep[j] and cands[j].parent is cands[i].parent for j in range(len(cands))) for i in lost)
     st = sel.stats
     assert st["selection_calls"] == 1
     assert st["clusters_per_candidate"] == pytest.approx(entry.clusters / entry.candidates)
@@ -297,3 +302,21 @@ def test_threshold_comes_from_the_embedder_unless_the_selector_sets_one():
     assert ETSSelector(embedder=_CutEmbedder()).threshold() == 0.7
     assert ETSSelector(embedder=_CutEmbedder(), cluster_threshold=0.3).threshold() == 0.3
     assert ETSSelector(embedder=HashEmbedder()).threshold() == 0.05  # no attribute: paper's
+
+
+@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("coverage", [0.0, 1.4])
+def test_lambda_b_one_never_prunes_a_rebase_child_whose_parent_is_kept(seed, coverage):
+    # ALGORITHMS.md §6 / issue 8 §5: with lambda_b = 1, uniform cost and width = |L| (every
+    # unfinished candidate holds one slot), keeping such a candidate gains its reward share
+    # (>= 1/W) and costs only its own node, 1/(|B| + |L|) < 1/W. Random scores and trees.
+    rng = random.Random(seed)
+    cands: list = []
+    while len(cands) < 2:  # one candidate is kept without a program (and not logged)
+        tree, cands = random_tree(rng, depth=rng.randint(1, 3), max_children=4,
+                                  n_candidates=rng.randint(2, 12))
+    for c in cands:
+        c.score = rng.choice([rng.random(), 0.2 * rng.random()])
+    sel = _selector(coverage_weight=coverage)
+    sel.select(cands, len(cands), tree)
+    assert sel.calls[-1].rebase_pruned_parent_kept == 0
