@@ -242,7 +242,7 @@ class Search:
             text, ids = state.tree.context(node)
             stop, max_new = self.expander.step_limits(self.max_tokens - node.cum_tokens)
             seed = request_seed(self.seed, state.problem.id, node.id)
-            out.append(GenRequest(state.problem, text, ids, e.n, max_new, stop, seed, node.state))
+            out.append(GenRequest(state.problem, text, ids, e.n, max_new, stop, seed))
         return out
 
     def _after_policy_call(self) -> None:
@@ -281,7 +281,7 @@ class Search:
             add = state.tree.add_rollout if e.rollout else state.tree.add_child
             kids = []
             for g in outs:
-                child = add(e.node, g.text, g.token_ids, logprob=g.logprob, state=g.state)
+                child = add(e.node, g.text, g.token_ids, logprob=g.logprob)
                 self.counters.tokens_generated += child.n_tokens
                 if e.rollout:
                     state.rollout_tokens += child.n_tokens

@@ -24,7 +24,7 @@ class Node:
         finish_reason: ``answer``, ``eos``, ``length`` (token cap) or ``depth``.
         answer: Extracted final answer, if any.
         logprob: Policy log-probability of the step's tokens.
-        state: Opaque per-node data from the policy (synthetic world only).
+        cluster: ETS cluster label of the node when it was a candidate (tree pages).
     """
 
     id: int
@@ -38,7 +38,7 @@ class Node:
     finish_reason: str | None = None
     answer: str | None = None
     logprob: float = 0.0
-    state: dict[str, Any] = field(default_factory=dict)
+    cluster: int | None = None
     children: list[Node] = field(default_factory=list)
 
     @property
@@ -132,6 +132,7 @@ class Tree:
                 "finish_reason": n.finish_reason,
                 "answer": n.answer,
                 "text": n.text,
+                **({"cluster": n.cluster} if n.cluster is not None else {}),
             }
             for n in self.nodes
         ]

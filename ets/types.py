@@ -36,9 +36,8 @@ class GenRequest:
     """Ask the policy for ``n`` continuations of one context.
 
     ``context_ids`` is the prompt followed by every step's tokens on the path,
-    so engines never re-tokenise a path (no drift at step boundaries).
-    ``state`` is opaque per-node data a policy may have attached to the parent
-    (used by the synthetic world; real policies leave it empty).
+    so engines never re-tokenise a path (no drift at step boundaries). Requests carry no
+    policy state: a policy that needs some (the synthetic world) keeps its own table.
     """
 
     problem: Problem
@@ -48,7 +47,6 @@ class GenRequest:
     max_tokens: int
     stop: list[str]
     seed: int
-    state: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,4 +59,3 @@ class Generation:
     token_ids: tuple[int, ...]
     logprob: float
     finish_reason: str
-    state: dict[str, Any] = field(default_factory=dict)

@@ -209,6 +209,8 @@ class ETSSelector:
             inst = self.build_instance(candidates, width)
             keep = self.solve(inst).keep
             labels = _labels(candidates, inst.clusters, self.coverage_weight > 0)
+            for node, label in zip(candidates, labels or ()):
+                node.cluster = label  # shown by the tree pages (ets.report --trees)
             counts = self.allocate(candidates, keep, width, labels)
             self._log(candidates, keep, counts, labels, width)
         self.stats["selects"] += 1

@@ -107,3 +107,18 @@ def test_pages_in_headless_chromium(run, tmp_path):
     assert pixels.std() > 10  # not blank
     # coloured score fills: some pixels far from grey
     assert (np.ptp(pixels, axis=2) > 80).mean() > 0.0005
+
+
+def test_ets_pages_carry_the_cluster_of_every_candidate(tmp_path):
+    """An ETS run records each candidate's cluster; its page marks exactly those nodes."""
+    out = tmp_path / "ets"
+    proc = subprocess.run([sys.executable, "-m", "ets", "+experiment=synthetic", "dataset.limit=1",
+                           "search.width=6", "selector=ets", f"hydra.run.dir={out}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [rec] = _records(out)
+    labelled = [r for r in rec["tree"] if "cluster" in r]
+    assert labelled and all(not r["finished"] for r in labelled)  # only candidates get one
+    assert main([str(out), "--out", str(tmp_path / "pages"), "--trees"]) == 0
+    [page] = (tmp_path / "pages" / "trees").rglob("*.html")
+    assert page.read_text().count("data-cluster=") == len(labelled)

@@ -320,3 +320,16 @@ def test_lambda_b_one_never_prunes_a_rebase_child_whose_parent_is_kept(seed, cov
     sel = _selector(coverage_weight=coverage)
     sel.select(cands, len(cands), tree)
     assert sel.calls[-1].rebase_pruned_parent_kept == 0
+
+
+def test_selection_labels_candidates_with_their_cluster_for_the_tree_pages():
+    # equal texts share a cluster (HashEmbedder: equal text, equal vector); the labels are
+    # the ones the program used, written on the nodes and into the tree records.
+    tree, cands = _frontier([("x", 0.5), ("y", 0.9), ("x", 0.7), ("z", 0.2)])
+    sel = _selector(coverage_weight=1.4)
+    sel.select(cands, 8, tree)
+    labels = [c.cluster for c in cands]
+    assert labels[0] == labels[2] and len({labels[0], labels[1], labels[3]}) == 3
+    rows = {r["id"]: r for r in tree.to_records()}
+    assert [rows[c.id]["cluster"] for c in cands] == labels
+    assert "cluster" not in rows[0] and "cluster" not in rows[cands[0].parent.id]
