@@ -14,7 +14,6 @@ from ets.types import Generation, GenRequest, Problem, Prompt
 
 _FULL_MAX_STEPS = 512  # guard for the "full" expander with an unbounded token budget
 _MAX_PROBLEMS = 4096  # problems whose node table is kept (least recently used dropped)
-_CUT_SALT = 0x5C07  # str_key salt of a truncated step's token ids (distinct from the prompt's)
 _TEMPLATE = (
     "Below is an instruction that describes a task. Write a response that appropriately "
     "completes the request.\n\n### Instruction:\n{q}\n\n### Response: Let's think step by step.\n"
@@ -171,9 +170,7 @@ class SyntheticPolicy:
         out = dict(before, key=st["key"], depth=before["depth"] + 1, tokens=before["tokens"] + keep)
         # never the whole sentence (a reader would take it for the finished step)
         text = text[: min(cut, len(text) * keep // length, len(text.rstrip()) - 1)]
-        # token ids from the cut text itself: two different steps cut to the same prefix
-        # are one text and must be one token sequence (as a tokenizer would make them)
-        return Generation(text, W.token_ids(W.str_key(text, _CUT_SALT), keep), -0.3 * keep, "length"), out
+        return Generation(text, W.token_ids(tkey, length)[:keep], -0.3 * keep, "length"), out
 
     def _full(
         self, sp: ProblemSpec, parent: dict[str, Any], j: int, max_tokens: int
