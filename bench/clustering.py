@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[],
                         help="extra NAME=override override ... (space-separated overrides)")
     parser.add_argument("--real", type=Path, nargs="+", help="recorded run dirs (see real_frontiers)")
-    parser.add_argument("--cuts", type=float, nargs="+", default=[0.05, 0.14])
+    parser.add_argument("--cuts", type=float, nargs="+", default=[0.05, 0.15])
     args = parser.parse_args()
     if args.real:
         real_frontiers(args.real, args.cuts)

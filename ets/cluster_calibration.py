@@ -23,17 +23,33 @@ spreads the same texts differently, so its cut is chosen here on data:
 3. **Cut.** :func:`sweep` computes precision/recall of "distance <= t predicts same
    move" at every cut on a 0.01 grid; :func:`choose` takes the cut with the best F1 of
    the same-move class (ties: the smaller cut), over all labelled pairs, real and
-   synthetic together: real SmolLM2 siblings rarely make the same move (12 of 316
+   synthetic together: real SmolLM2 siblings rarely make the same move (10 of 1466
    pairs in the shipped set), too few to place a cut alone. F1 rather than accuracy
    because most pairs are different moves, and a cut that merged nothing would score
    well on accuracy while doing nothing for ETS.
 
-Result for all-MiniLM-L6-v2 (the shipped set, 516 pairs): cut 0.14, precision 0.79,
-recall 0.71 overall; synthetic pairs 0.93 / 0.76; real SmolLM2 pairs only 0.17 /
-0.25: on real steps MiniLM hardly tells a repeated calculation from a different one
-(it barely sees numbers), so the cut merges near-verbatim restatements and little
-else (3% of the real different-move pairs fall under it).
+The shipped set (1666 pairs): real pairs from SmolLM2-135M searches on an H200 (vLLM,
+bf16, policy temperature 1.0, logprob PRM, 100 GSM8K + 100 MATH500 problems, REBASE and
+ETS at W = 16 and 64, max_tokens 512, max_step_tokens 128), at most 2 labelled pairs per
+problem and run (seed 0): 800 GSM8K + 666 MATH500 pairs; plus 200 synthetic pairs. The
+rule labels 1.5% of the real sibling/cousin pairs same-move (531 of 36049 labelled in the two
+W = 16 REBASE runs): a 135M model sampled at temperature 1 rarely repeats a calculation
+(the closest different-move pairs by string similarity are genuinely different steps,
+e.g. ``20 - 3 = 10 liters`` vs ``20-10 = 8 liters``), so the rule is kept.
 
+Result for all-MiniLM-L6-v2: cut 0.15, precision 0.81, recall 0.74 (F1 0.77) over all
+pairs; synthetic pairs 0.90 / 0.80; real SmolLM2 pairs only 0.09 / 0.10 (1 of 10
+same-move pairs under the cut, 10 of 1456 different-move pairs, 0.7%). Median cosine
+distance of real pairs: same move 0.54, different move 0.61 (synthetic: 0.09 / 0.27):
+on real steps MiniLM hardly tells a repeated calculation from a different one (it
+barely sees numbers), so the cut merges near-verbatim restatements and little else.
+(The earlier set from 7 CPU-traced problems, 516 pairs, chose 0.14.)
+On the real frontiers (the same traces' REBASE W = 16 runs, calls with >= 2
+candidates) MiniLM clustering leaves K/N at 0.967 / 0.953 / 0.950 (GSM8K, 885 calls)
+and 0.995 / 0.981 / 0.979 (MATH500, 981 calls) at cuts 0.05 / 0.14 / 0.15: nearly every
+candidate is its own cluster.
+
+    python -m ets.cluster_calibration collect RUN_DIR [RUN_DIR ...] --per-problem 2 --out ets/data/step_pairs.jsonl
     python -m ets.cluster_calibration collect RUN_DIR [RUN_DIR ...] --out ets/data/step_pairs.jsonl
     python -m ets.cluster_calibration calibrate            # uses the shipped pairs
 

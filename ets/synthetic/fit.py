@@ -17,7 +17,9 @@ kept, never text. :func:`trace_stats` measures, on real and simulated trees alik
   earlier sibling's.
 
 :func:`fit` then runs the synthetic world under the traces' own search settings
-(selector, width, caps, read from their ``config.yaml``) and updates the profile by a
+(selector, width, caps, read from each run's ``config.yaml``; runs with different
+settings, e.g. W = 16 and 64, are simulated each under its own settings and pooled in
+the real runs' proportions, :func:`simulate_mix`) and updates the profile by a
 fixed number of multiplicative fixed-point rounds, all seeded (same input, same
 output): PRM ``bias`` / ``scale`` / ``rho`` towards score mean / frontier sd /
 sibling-to-frontier sd ratio, the plan length towards ``steps_mean``, ``loop_base``
@@ -159,6 +161,38 @@ def simulate(profile: profiles.Profile, settings: dict[str, Any], n: int = SIM_P
     return rows
 
 
+def simulate_mix(profile: profiles.Profile, source: dict[str, Any], n: int = SIM_PROBLEMS,
+                 seed: int = 0) -> list[dict[str, Any]]:
+    """Records of synthetic REBASE searches under every setting of ``source["settings"]``
+    (one per group of real runs, each with its real ``problems`` count), pooled: ``n``
+    simulated problems split in the real runs' proportions, so statistics averaged over
+    selection calls weigh each width as the real traces do."""
+    mix = source["settings"]
+    total = sum(s["problems"] for s in mix)
+    rows: list[dict[str, Any]] = []
+    for one in mix:
+        settings = {k: v for k, v in one.items() if k != "problems"}
+        rows += simulate(profile, settings, max(1, round(n * one["problems"] / total)), seed)
+    return rows
+
+
+def group_runs(run_dirs: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(pooled problem records, ``source``) of real runs: ``source["settings"]`` lists
+    each distinct search setting once, with the number of real problems run under it."""
+    rows: list[dict[str, Any]] = []
+    mix: list[dict[str, Any]] = []
+    for one in run_dirs:
+        more, got = read_run(one)
+        rows += more
+        for entry in mix:
+            if {k: v for k, v in entry.items() if k != "problems"} == got:
+                entry["problems"] += len(more)
+                break
+        else:
+            mix.append({**got, "problems": len(more)})
+    return rows, {"run": ",".join(str(r) for r in run_dirs), "settings": mix}
+
+
 def _start(name: str, target: dict[str, float]) -> profiles.Profile:
     ref = profiles.MATH_REFERENCE
     return replace(
@@ -179,12 +213,13 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def fit(name: str, target: dict[str, float], settings: dict[str, Any],
+def fit(name: str, target: dict[str, float], source: dict[str, Any],
         rounds: int = ROUNDS) -> tuple[profiles.Profile, dict[str, float]]:
-    """Fit a profile to ``target`` (trace statistics); returns it and its own statistics."""
+    """Fit a profile to ``target`` (trace statistics) under the search settings of
+    ``source`` (:func:`group_runs`); returns it and its own statistics."""
     prof = _start(name, target)
     for _ in range(rounds):
-        sim = trace_stats(simulate(prof, settings))
+        sim = trace_stats(simulate_mix(prof, source))
         ratio_t = (target["sibling_sd"] / target["frontier_sd"]) ** 2
         ratio_s = (sim["sibling_sd"] / sim["frontier_sd"]) ** 2
         rho = 1 - (1 - prof.prm_rho) * ratio_t / ratio_s
@@ -215,32 +250,27 @@ def fit(name: str, target: dict[str, float], settings: dict[str, Any],
             loop_base=_r(min(0.2, loop)), loop_slope=_r(3 * min(0.2, loop)),
             n_variants=int(min(MAX_VARIANTS, max(1, round(variants)))),
         )  # fmt: skip
-    return prof, trace_stats(simulate(prof, settings))
+    return prof, trace_stats(simulate_mix(prof, source))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+",
                     help="NAME=RUN_DIR[,RUN_DIR...]: profile name and real REBASE run directories "
-                         "(same search settings; their problems are pooled)")
+                         "(their problems are pooled; runs with different search settings are "
+                         "simulated each under its own)")
     ap.add_argument("--out", default=str(profiles.FITTED_JSON), help="fitted profiles JSON to write")
     args = ap.parse_args(argv)
     out: dict[str, Any] = {"profiles": {}}
     for spec in args.runs:
         name, run_dir = spec.split("=", 1)
-        rows, settings = [], None
-        for one in run_dir.split(","):
-            more, got = read_run(one)
-            if settings is not None and got != settings:
-                raise ValueError(f"{one}: search settings {got} differ from {settings}")
-            rows, settings = rows + more, got
-        assert settings is not None
+        rows, source = group_runs(run_dir.split(","))
         target = trace_stats(rows)
-        prof, achieved = fit(name, target, settings)
+        prof, achieved = fit(name, target, source)
         params = {k: v for k, v in asdict(prof).items() if k != "name"}
-        reference = trace_stats(simulate(profiles.MATH_REFERENCE, settings))
+        reference = trace_stats(simulate_mix(profiles.MATH_REFERENCE, source))
         out["profiles"][name] = {
-            "source": {"run": str(run_dir), **settings},
+            "source": source,
             "target": target,
             "params": params,
             "achieved": achieved,

@@ -37,15 +37,23 @@ def test_identical_sibling_texts_are_one_step(profile):
         pr = pol.format_prompt(p)
         tree = Tree(pr.text, pr.token_ids)
         parents = [tree.root]
+        cut: set[int] = set()
         for _ in range(2):
             nxt = []
             for parent in parents:
                 _, ctx = tree.context(parent)
                 for g in pol.generate([GenRequest(p, "", ctx, 32, 256, ["\n\n"], 0)])[0]:
                     nxt.append(tree.add_child(parent, g.text, g.token_ids))
+                    if g.finish_reason == "length":
+                        cut.add(nxt[-1].id)
             scores = prm.score([(p, c) for c in nxt])
             by_text: dict[tuple, list[tuple[tuple[int, ...], float]]] = defaultdict(list)
             for c, s in zip(nxt, scores):
+                if c.id in cut:
+                    # a generation cut at max_tokens is the token prefix of its full step
+                    # (test_world.test_truncation_respects_max_tokens): two different
+                    # steps cut to the same text prefix keep different ids; not a step
+                    continue
                 key = (c.parent.id, c.text) if per_text else (c.parent.id, c.text, c.token_ids)
                 by_text[key].append((c.token_ids, s))
             for same in by_text.values():
@@ -95,7 +103,7 @@ def test_trace_stats_by_hand():
 def test_fitted_profile_reproduces_trace_statistics(name):
     entry = FITTED[name]
     prof = profiles.get(name)
-    achieved = fit.trace_stats(fit.simulate(prof, entry["source"]))
+    achieved = fit.trace_stats(fit.simulate_mix(prof, entry["source"]))
     assert achieved == entry["achieved"]  # seeded: the committed numbers are this run's
     for key, tol in TOLERANCE.items():
         real, sim = entry["target"][key], achieved[key]
@@ -108,12 +116,32 @@ def test_trace_statistics_equal_the_committed_numbers(name):
     runs = [Path(r) for r in FITTED[name]["source"]["run"].split(",")]
     if not all((run / "problems.jsonl").exists() for run in runs):
         pytest.skip(f"real traces not found at {runs}")
-    rows = []
-    for run in runs:
-        more, settings = fit.read_run(run)
-        rows += more
+    rows, source = fit.group_runs([str(r) for r in runs])
     assert fit.trace_stats(rows) == FITTED[name]["target"]
-    assert {k: FITTED[name]["source"][k] for k in settings} == settings
+    assert source == FITTED[name]["source"]  # every run's own width and caps, and counts
+
+
+def test_runs_with_different_settings_are_simulated_each_under_its_own(tmp_path):
+    """group_runs keeps one entry per distinct setting (read from each config.yaml) with
+    its real problem count; simulate_mix runs each width in the real proportions."""
+    import yaml
+
+    def run(name, width, cap, n):
+        d = tmp_path / name
+        d.mkdir()
+        cfg = {"selector": {"_target_": "ets.selectors.rebase.RebaseSelector", "temperature": 0.2},
+               "search": {"width": width, "max_step_tokens": cap, "max_tokens": 4 * cap, "max_depth": 40},
+               "policy": {"model": "smollm2"}, "prm": {"_target_": "ets.prms.logprob.LogprobPRM"}}
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (d / "problems.jsonl").write_text("".join(json.dumps({"id": i, "tree": []}) + "\n" for i in range(n)))
+        return str(d)
+
+    rows, source = fit.group_runs([run("a", 16, 128, 3), run("b", 64, 128, 1), run("c", 16, 128, 2)])
+    assert len(rows) == 6 and [(s["width"], s["max_tokens"], s["problems"]) for s in source["settings"]] == [
+        (16, 512, 5), (64, 512, 1)]
+    sim = fit.simulate_mix(profiles.get("math_reference"), source, n=6)
+    widths = [max(sum(1 for n in r["tree"] if n["depth"] == 1), 0) for r in sim]
+    assert len(sim) == 6 and sorted(widths)[-1] == 64 and sorted(widths)[-2] == 16  # 5 at W=16, 1 at W=64
 
 
 @pytest.mark.slow
