@@ -40,6 +40,20 @@ def _raise(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+_armed = False  # inside stop_on_signals()
+
+
+def rearm() -> None:
+    """Put the handlers back if a library replaced them during the run (W&B's start-up,
+    an engine's, CP-SAT's): called after start-up and at every depth. Seen once: a
+    SIGTERM that a clean-venv run ignored for 40 s."""
+    if not _armed or threading.current_thread() is not threading.main_thread():
+        return
+    for s in STOP_SIGNALS:
+        if signal.getsignal(s) is not _raise:
+            signal.signal(s, _raise)
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM raise :class:`Interrupted` (previous handlers
@@ -48,10 +62,13 @@ def stop_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _armed
     previous = {s: signal.signal(s, _raise) for s in STOP_SIGNALS}
+    _armed = True
     try:
         yield
     finally:
+        _armed = False
         for s, handler in previous.items():
             signal.signal(s, handler)
 
