@@ -18,7 +18,7 @@ from ets.preflight import check_context
 from ets.results import ResultsFile, environment, summarize, write_json
 from ets.rundir import Attempts, RunLock, check_resume, engine_over_attempts, engine_partial
 from ets.search import Search
-from ets.signals import rearm
+from ets.signals import checkpoint
 
 log = logging.getLogger("ets")
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,10 +97,10 @@ def _run_locked(cfg: DictConfig, run_dir: Path, forced: list[str]) -> dict[str, 
     engine_start_s = sum(c.start_engine() for c in (search.policy, search.prm)
                          if callable(getattr(c, "start_engine", None)))
     attempts.start_clock()  # after the tracker's and engines' start-up, which is not search time
-    rearm()  # W&B or an engine may have replaced the SIGINT/SIGTERM handlers while starting
+    checkpoint()  # a signal during start-up; handlers a library replaced (ets.signals)
 
     def persist(record: str | None = None) -> None:
-        rearm()
+        checkpoint()
         attempts.progress(search.counters, search.stats(),
                           engine_partial(search.engine_series), record)
 

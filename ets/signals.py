@@ -36,19 +36,26 @@ class Interrupted(KeyboardInterrupt):  # noqa: N818 - a KeyboardInterrupt: `exce
         return signal.Signals(self.signum).name
 
 
+_armed = False  # inside stop_on_signals()
+_pending: int | None = None  # the signal received, until the run has stopped
+
+
 def _raise(signum: int, frame: FrameType | None) -> None:
+    global _pending
+    _pending = signum
     raise Interrupted(signum)
 
 
-_armed = False  # inside stop_on_signals()
-
-
-def rearm() -> None:
-    """Put the handlers back if a library replaced them during the run (W&B's start-up,
-    an engine's, CP-SAT's): called after start-up and at every depth. Seen once: a
-    SIGTERM that a clean-venv run ignored for 40 s."""
+def checkpoint() -> None:
+    """Called after start-up and at every depth and record: raise :class:`Interrupted` if
+    a signal came but its exception was lost (a handler runs between any two bytecodes,
+    also inside a ``__del__`` or a GC callback, where Python prints "Exception ignored"
+    and goes on; seen once in CI: a SIGTERM that a run outlived by 40 s), and put the
+    handlers back if a library replaced them during the run."""
     if not _armed or threading.current_thread() is not threading.main_thread():
         return
+    if _pending is not None:
+        raise Interrupted(_pending)
     for s in STOP_SIGNALS:
         if signal.getsignal(s) is not _raise:
             signal.signal(s, _raise)
@@ -62,13 +69,13 @@ def stop_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    global _armed
+    global _armed, _pending
     previous = {s: signal.signal(s, _raise) for s in STOP_SIGNALS}
-    _armed = True
+    _armed, _pending = True, None
     try:
         yield
     finally:
-        _armed = False
+        _armed, _pending = False, None
         for s, handler in previous.items():
             signal.signal(s, handler)
 

@@ -64,3 +64,23 @@ def test_signal_stops_cleanly_keeps_records_and_finishes_wandb(tmp_path, sig):
     logged = read_offline_run(wandb_run)
     assert logged.exit_code == 1  # finished, as failed
 
+
+
+def test_a_lost_interrupt_is_raised_at_the_next_checkpoint():
+    """A handler's exception raised inside a ``__del__`` is printed and dropped by Python;
+    the run must still stop at its next checkpoint (every depth and record)."""
+    import gc
+
+    from ets.signals import Interrupted, checkpoint, stop_on_signals
+
+    class Dropper:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here: its raise is lost
+
+    with stop_on_signals():
+        Dropper()
+        gc.collect()
+        with pytest.raises(Interrupted) as caught:
+            checkpoint()
+        assert caught.value.signum == signal.SIGTERM
+    checkpoint()  # outside a run: nothing pending, nothing raised
