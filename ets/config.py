@@ -79,6 +79,11 @@ class RebaseConf(Component):
     temperature: float = _num(0.2, gt=0)
 
 
+@dataclass
+class RebaseTruncConf(RebaseConf):
+    truncate_ratio: float = _num(0.5, gt=0, le=1)
+
+
 # ``lambda`` is a Python keyword, so the ETS schema is built with ``type()``;
 # init/repr/eq are off because the generated methods would need ``self.lambda``.
 _ETSBody = type(
@@ -442,6 +447,7 @@ class WandbTrackerConf(TrackerConf):
 SCHEMAS: dict[str, dict[str, type]] = {
     "selector": {
         "rebase": RebaseConf,
+        "rebase_trunc": RebaseTruncConf,
         "ets": ETSConf,
         "beam": BeamConf,
         "dvts": DVTSConf,

@@ -34,12 +34,14 @@ from ets.selectors.dvts import DVTSSelector
 from ets.selectors.ets import ETSSelector
 from ets.selectors.ffs import FFSSelector
 from ets.selectors.rebase import RebaseSelector
+from ets.selectors.rebase_trunc import RebaseTruncSelector
 from tests.core.golden import strip
 from tests.core.helpers import LookaheadStrategies, kv
 
 # name -> (fresh factory, conserves width: finished trajectories <= W)
 STRATEGIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "rebase": (lambda: WidthStrategies(RebaseSelector(0.2)), True),
+    "rebase_trunc": (lambda: WidthStrategies(RebaseTruncSelector(0.2, 0.5)), True),
     "ets_no_coverage": (lambda: WidthStrategies(ETSSelector(coverage_weight=0.0)), True),
     "ets_improved_no_coverage": (lambda: WidthStrategies(ETSSelector(
         coverage_weight=0.0, node_cost="tokens", min_one_child=True)), True),
