@@ -127,13 +127,13 @@ def _run_locked(cfg: DictConfig, run_dir: Path, forced: list[str]) -> dict[str, 
         engine = totals.pop("engine")
         from ets.compute import run_compute  # FLOPs from the dumped trees
 
+        rows = _unique([r for r in records if r["id"] in ids])  # one record per problem
         summary = summarize(
-            _unique([r for r in records if r["id"] in ids]),
+            rows,
             **totals,
             kv_headline=search.kv.headline,
             counters_this_session=asdict(counters),
-            compute=run_compute([r for r in records if r["id"] in ids],  # FLOPs (ets.compute)
-                                OmegaConf.to_container(cfg, resolve=True)),
+            compute=run_compute(rows, OmegaConf.to_container(cfg, resolve=True)),  # FLOPs
         )
         summary["engine_start_s"] = engine_start_s
         if engine is not None:
