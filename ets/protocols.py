@@ -149,11 +149,14 @@ class Expansion:
     look-ahead rollouts (``Tree.add_rollout``): scored and given back to the strategy,
     chainable (a rollout node may be expanded again), but not part of the tree, its
     width, its KV or its vote; their tokens are reported as ``rollout_tokens``.
+    ``temperature``: sample these children at this temperature (0 = greedy); ``None``
+    = the policy's configured temperature.
     """
 
     node: Node
     n: int
     rollout: bool = False
+    temperature: float | None = None
 
 
 @runtime_checkable

@@ -242,7 +242,7 @@ class Search:
             text, ids = state.tree.context(node)
             stop, max_new = self.expander.step_limits(self.max_tokens - node.cum_tokens)
             seed = request_seed(self.seed, state.problem.id, node.id)
-            out.append(GenRequest(state.problem, text, ids, e.n, max_new, stop, seed))
+            out.append(GenRequest(state.problem, text, ids, e.n, max_new, stop, seed, e.temperature))
         return out
 
     def _after_policy_call(self) -> None:

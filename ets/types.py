@@ -38,6 +38,8 @@ class GenRequest:
     ``context_ids`` is the prompt followed by every step's tokens on the path,
     so engines never re-tokenise a path (no drift at step boundaries). Requests carry no
     policy state: a policy that needs some (the synthetic world) keeps its own table.
+    ``temperature``: this request's sampling temperature (0 = greedy); ``None`` = the
+    policy's configured one (methods such as lookahead rollouts ask for greedy steps).
     """
 
     problem: Problem
@@ -47,6 +49,7 @@ class GenRequest:
     max_tokens: int
     stop: list[str]
     seed: int
+    temperature: float | None = None
 
 
 @dataclass

@@ -51,6 +51,7 @@ class _Row:
     max_tokens: int
     stop: tuple[str, ...]
     seed: int
+    temperature: float | None = None  # None: the policy's
 
 
 def child_seed(request_seed: int, child: int) -> int:
@@ -61,26 +62,38 @@ def child_seed(request_seed: int, child: int) -> int:
 class _RowSampler(LogitsProcessor):
     """A logits processor that samples each row with its own generator (or greedily)."""
 
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: Any) -> None:
-        self.temperature, self.top_p = temperature, top_p
+    def __init__(self, seeds: Sequence[int], temperature: float | Sequence[float], top_p: float,
+                 device: Any) -> None:
+        # One temperature for every row, or one per row (requests may ask for greedy steps).
+        self.temperature: float | list[float] = (
+            temperature if isinstance(temperature, (int, float)) else list(temperature))
+        self.top_p = top_p
         self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         self.logprobs: list[Any] = []  # one [rows] tensor per step: log p(chosen token)
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         logp = torch.log_softmax(scores.float(), dim=-1)
-        if self.temperature <= 0:
+        if isinstance(self.temperature, list):
+            chosen = logp.argmax(dim=-1)
+            for i, t in enumerate(self.temperature):
+                if t > 0:
+                    chosen[i] = self._sample(scores[i:i + 1], t, [self.generators[i]])[0]
+        elif self.temperature <= 0:
             chosen = logp.argmax(dim=-1)
         else:
-            probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-            if self.top_p < 1.0:
-                sorted_p, order = probs.sort(dim=-1, descending=True)
-                drop = sorted_p.cumsum(dim=-1) - sorted_p >= self.top_p  # keeps at least one
-                probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
-            chosen = torch.stack([torch.multinomial(probs[i], 1, generator=g)[0]
-                                  for i, g in enumerate(self.generators)])
+            chosen = self._sample(scores, self.temperature, self.generators)
         self.logprobs.append(logp.gather(-1, chosen[:, None])[:, 0])
         out = torch.full_like(scores, _NEG_INF)
         return out.scatter(-1, chosen[:, None], 0.0)
+
+    def _sample(self, scores: Any, temperature: float, generators: Sequence[Any]) -> Any:
+        probs = torch.softmax(scores.float() / temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            drop = sorted_p.cumsum(dim=-1) - sorted_p >= self.top_p  # keeps at least one
+            probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+        return torch.stack([torch.multinomial(probs[i], 1, generator=g)[0]
+                            for i, g in enumerate(generators)])
 
 
 class _RowStopper(StoppingCriteria):
@@ -219,8 +232,8 @@ class HFPolicy:
 
     def generate(self, requests: Sequence[GenRequest]) -> list[list[Generation]]:
         limit = self.context_limit()[0]
-        rows = [_Row(i, j, tuple(r.context_ids), self._room(r, limit), tuple(r.stop), child_seed(r.seed, j))
-                for i, r in enumerate(requests) for j in range(r.n)]
+        rows = [_Row(i, j, tuple(r.context_ids), self._room(r, limit), tuple(r.stop), child_seed(r.seed, j),
+                     r.temperature) for i, r in enumerate(requests) for j in range(r.n)]
         out: list[list[Any]] = [[None] * r.n for r in requests]
         for row in [r for r in rows if r.max_tokens <= 0]:
             full = limit is not None and len(row.context) >= limit  # nothing more fits the model
@@ -247,7 +260,9 @@ class HFPolicy:
         ids = torch.tensor([[pad] * (width - len(r.context)) + list(r.context) for r in rows])
         mask = torch.tensor([[0] * (width - len(r.context)) + [1] * len(r.context) for r in rows])
         device = model.device
-        sampler = _RowSampler([r.seed for r in rows], self.temperature, self.top_p, device)
+        temps = [self.temperature if r.temperature is None else r.temperature for r in rows]
+        sampler = _RowSampler([r.seed for r in rows], temps if any(r.temperature is not None for r in rows)
+                              else self.temperature, self.top_p, device)
         stopper = _RowStopper(self.tokenizer, width, rows, self.eos_ids)
         max_new = max(r.max_tokens for r in rows)
         with torch.inference_mode():

@@ -137,7 +137,8 @@ class OpenAIPolicy:
     def _body(self, req: GenRequest, as_ids: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model, "prompt": list(req.context_ids) if as_ids else req.context_text,
-            "n": req.n, "max_tokens": req.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+            "n": req.n, "max_tokens": req.max_tokens,
+            "temperature": self.temperature if req.temperature is None else req.temperature, "top_p": self.top_p,
             "seed": req.seed, "logprobs": 0,
         }
         if req.stop:

@@ -93,7 +93,9 @@ class SyntheticPolicy:
             ctx = tuple(req.context_ids)
             parent = self.state_of(req.problem, ctx)
             one = self._one_step if req.stop else self._full
-            gens = [one(sp, parent, j, req.max_tokens) for j in range(req.n)]
+            # The world has no temperature: a greedy request (temperature 0) gets the
+            # parent's first draw for every child (one deterministic continuation).
+            gens = [one(sp, parent, 0 if req.temperature == 0 else j, req.max_tokens) for j in range(req.n)]
             self._remember(req.problem.id, ctx, gens)
             out.append([g for g, _ in gens])
         return out

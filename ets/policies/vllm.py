@@ -425,7 +425,8 @@ class VLLMPolicy:
             prompts.append(TokensPrompt(prompt_token_ids=list(req.context_ids)))
             params.append(SamplingParams(
                 n=req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
-                temperature=self.temperature, top_p=self.top_p, seed=req.seed, logprobs=0, **extra))
+                temperature=self.temperature if req.temperature is None else req.temperature,
+                top_p=self.top_p, seed=req.seed, logprobs=0, **extra))
             index.append(i)
         start = time.perf_counter()
         results = engine.generate(prompts, params) if prompts else []

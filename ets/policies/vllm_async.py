@@ -117,7 +117,8 @@ class AsyncVLLMPolicy(VLLMPolicy):
                 continue
             params = SamplingParams(
                 n=req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
-                temperature=self.temperature, top_p=self.top_p, seed=req.seed, logprobs=0,
+                temperature=self.temperature if req.temperature is None else req.temperature,
+                top_p=self.top_p, seed=req.seed, logprobs=0,
                 output_kind=RequestOutputKind.FINAL_ONLY)
             jobs.append((TokensPrompt(prompt_token_ids=list(req.context_ids)), params, f"{ticket}-{i}"))
         self.stats["submitted_groups"] += 1
