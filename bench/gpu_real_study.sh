@@ -6,6 +6,7 @@
 #
 #   OUT=/tmp/out PROBLEMS=100 bash bench/gpu_real_study.sh      # data under .gpudata/
 #
+# SHARDS=n splits every run over n processes (dataset.shard=i/n, merged with ets.merge).
 # TIMEOUT=SECONDS stops each run cleanly (SIGINT; finished problems kept, reported as
 # partial). Writes $OUT/real_study.md (one row per run) and $OUT/real_runs.tar.gz (every run dir:
 # config, summary, problems.jsonl with the full trees — also the real traces the clustering
@@ -30,14 +31,25 @@ for ds in ${DATASETS:-gsm8k math500}; do
       extra=()
       [ "$sel" = ets ] && extra=(selector.coverage_weight=${LAMBDA[$w]})
       name=${ds}_${sel}_w$w
-      timeout -s INT ${TIMEOUT:-3000} $PY -m ets "${GPU[@]}" dataset=$ds dataset.path=${DATA[$ds]} dataset.limit=$N selector=$sel \
-        search.width=$w "${extra[@]}" hydra.run.dir=$RUNS/$name > $RUNS/$name.log 2>&1 &
-      pids+=($!)
-      sleep ${STAGGER:-25}  # engines profile memory at start-up: concurrent starts misread it
+      for ((i = 0; i < ${SHARDS:-1}; i++)); do
+        # SHARDS=n: n processes per run (dataset.shard=i/n), merged below into $RUNS/$name
+        # (shard, then slice: shard i/n with limit N/n is every n-th of the first N problems)
+        shard=(dataset.limit=$N); dir=$RUNS/$name
+        [ "${SHARDS:-1}" -gt 1 ] && shard=(dataset.shard=$i/$SHARDS dataset.limit=$((N / SHARDS))) && dir=$RUNS/shards/$name/shard$i
+        timeout -s INT ${TIMEOUT:-3000} $PY -m ets "${GPU[@]}" dataset=$ds dataset.path=${DATA[$ds]} selector=$sel \
+          search.width=$w "${extra[@]}" "${shard[@]}" hydra.run.dir=$dir > $RUNS/$name.$i.log 2>&1 &
+        pids+=($!)
+        sleep ${STAGGER:-25}  # engines profile memory at start-up: concurrent starts misread it
+      done
     done
   done
 done
 for p in "${pids[@]}"; do wait $p; done
+if [ -d "$RUNS/shards" ]; then
+  for d in "$RUNS"/shards/*; do  # a shard stopped by TIMEOUT leaves the merged run partial
+    $PY -m ets.merge "$d" --out "$RUNS/$(basename "$d")" --allow-incomplete >> "$RUNS/merge.log" 2>&1
+  done
+fi
 $PY - "$RUNS" <<'PY' | tee "$OUT/real_study.md"
 import json, sys
 from pathlib import Path
@@ -45,7 +57,7 @@ runs = Path(sys.argv[1])
 print("| run | problems | acc wmaj | acc maj | coverage | tokens/problem | KV paper mean | KV paper total | KV radix total | after-pruning paper total | newest share | depths | K/N | kept/call | wall s | engine start s |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 rows = {}
-for d in sorted(p for p in runs.iterdir() if p.is_dir()):
+for d in sorted(p for p in runs.iterdir() if p.is_dir() and p.name != "shards"):
     f = d / "summary.json"
     recs = [json.loads(l) for l in open(d / "problems.jsonl")] if (d / "problems.jsonl").exists() else []
     if not recs:

@@ -10,7 +10,8 @@
 #   bash bench/gpu_study.sh replay34b h100 [GLOB]  # replay them on a Llemma-34B-shaped dummy, H100 80 GB
 #                                         # KV budget (GLOB: which runs, default synthetic_*)
 #   bash bench/gpu_study.sh replay34b h200 [GLOB]  # ... with the H200's own KV budget
-#   bash bench/gpu_study.sh live BLOCKS W   # real SmolLM2, ETS vs REBASE at a fixed KV budget (blocks of 16)
+#   bash bench/gpu_study.sh live BLOCKS W   # real SmolLM2, ETS vs REBASE side by side at a fixed KV
+#                                         # budget (blocks of 16), GSM8K, 16 in flight, 192 tokens
 #
 # Knobs (environment): PROBLEMS (engine: 64), REPLAY_PROBLEMS (16), RUNS (.gpudata/runs).
 set -euo pipefail
@@ -98,8 +99,9 @@ EOF
     # holds 2 x 48 layers x 8 KV heads x 128 x 2 bytes x 16 = 3 MiB: 2333 blocks.
     kv=(--kv-blocks 2333)
   fi
-  pattern=${2:-synthetic_*}  # e.g. 'synthetic_*_w256' to split the replays over commands
-  $PY - "$model" "$budget" "$RUNS" "$pattern" "${kv[@]}" <<'EOF' 2>&1 | tee "$OUT/replay34b_$budget.md"
+  pattern=${2:-*_w*}  # e.g. 'synthetic_*_w256' to split the replays over commands
+  # TIMEOUT=SECONDS: stop (SIGINT) after that long and report the runs replayed by then
+  timeout -s INT -k 20 ${TIMEOUT:-100000} $PY - "$model" "$budget" "$RUNS" "$pattern" "${kv[@]}" <<'EOF' 2>&1 | tee "$OUT/replay34b_$budget.md"
 import json, os, sys
 from pathlib import Path
 from ets.replay import build_policy, format_result, replay
@@ -110,14 +112,19 @@ policy = build_policy(Path(runs), ["policy=vllm", f"policy.model={model}", f"pol
                       "policy.dtype=bfloat16", "policy.block_size=16", "policy.max_model_len=4096",
                       "+policy.engine_kwargs.load_format=dummy"], kv_blocks=blocks)
 rows = []
-for run in sorted(Path(runs).glob(pattern)):
-    if not (run / "problems.jsonl").exists():
-        continue
-    policy.engine.llm.reset_prefix_cache()
-    summary, _ = replay(run, policy, concurrency=8)
-    summary["run"] = run.name
-    rows.append(summary)
-    print(f"## {run.name}\n{format_result(summary)}\n", flush=True)
+def width(run):  # the runs of one width next to each other, ETS before REBASE
+    return int(run.name.rsplit("_w", 1)[-1]) if "_w" in run.name else 0
+try:
+    for run in sorted(Path(runs).glob(pattern), key=lambda r: (width(r), r.name)):
+        if not (run / "problems.jsonl").exists():
+            continue
+        policy.engine.llm.reset_prefix_cache()
+        summary, _ = replay(run, policy, concurrency=8)
+        summary["run"] = run.name
+        rows.append(summary)
+        print(f"## {run.name}\n{format_result(summary)}\n", flush=True)
+except KeyboardInterrupt:
+    print("stopped by TIMEOUT: the runs below are those replayed by then", flush=True)
 print("| run | tokens | wall s | tok/s | KV mean | KV peak | preemptions | prefix hit rate |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
@@ -125,10 +132,11 @@ for r in rows:
           f"| {r['kv_tokens_mean']:.0f} | {r['kv_tokens_peak']:.0f} | {r['preemptions']:.0f} "
           f"| {r['prefix_cache_hit_rate']:.3f} |")
 by = {r["run"]: r for r in rows}
-for w in (16, 64, 256):
-    e, b = by.get(f"synthetic_ets_w{w}"), by.get(f"synthetic_rebase_w{w}")
-    if e and b:
-        print(f"W={w}: ETS/REBASE throughput {e['tokens_per_s'] / b['tokens_per_s']:.2f}x, "
+for name, e in by.items():
+    b = by.get(name.replace("_ets_", "_rebase_"))
+    if "_ets_" in name and b:
+        print(f"{name}: ETS/REBASE throughput {e['tokens_per_s'] / b['tokens_per_s']:.2f}x, "
+              f"KV mean REBASE/ETS {b['kv_tokens_mean'] / max(e['kv_tokens_mean'], 1):.2f}x, "
               f"KV peak REBASE/ETS {b['kv_tokens_peak'] / max(e['kv_tokens_peak'], 1):.2f}x "
               "(paper: 1.4x throughput, 1.8x KV)")
 json.dump(rows, open(os.path.join(os.environ["OUT"], f"replay34b_{budget}.json"), "w"), indent=2)
@@ -137,12 +145,21 @@ EOF
 live)
   blocks=${1:?KV blocks (of 16 tokens), e.g. 1.5 x the REBASE peak engine KV / 16}
   w=${2:-16}
+  # ETS and REBASE run side by side (one engine each, the same block budget), so whatever
+  # else the GPU does in the meantime weighs on both alike.
   for sel in ets rebase; do
-    $PY -m ets policy=smollm2_vllm "${GPU[@]}" prm=logprob dataset=gsm8k dataset.path="$DATA" \
-      dataset.limit="${PROBLEMS:-64}" selector=$sel search.width="$w" search.concurrency=16 \
-      +policy.engine_kwargs.num_gpu_blocks_override="$blocks" hydra.run.dir="$RUNS/live_${sel}_w${w}" \
-      2>&1 | tail -8 | tee -a "$OUT/live_w$w.md"
-    cp "$RUNS/live_${sel}_w${w}/summary.json" "$OUT/live_${sel}_w${w}.json"
+    name=live_${sel}_w${w}_b${blocks}
+    $PY -m ets policy=smollm2_vllm "${GPU[@]}" policy.gpu_memory_utilization=${MEM:-0.1} prm=logprob \
+      dataset=gsm8k dataset.path="$DATA" dataset.limit="${PROBLEMS:-64}" selector=$sel search.width="$w" \
+      search.concurrency=16 search.max_tokens=192 search.max_step_tokens=48 \
+      +policy.engine_kwargs.num_gpu_blocks_override="$blocks" hydra.run.dir="$RUNS/$name" > "$RUNS/$name.log" 2>&1 &
+    sleep ${STAGGER:-20}  # engines profile memory at start-up: concurrent starts misread it
+  done
+  wait
+  for sel in ets rebase; do
+    name=live_${sel}_w${w}_b${blocks}
+    tail -6 "$RUNS/$name.log" | tee -a "$OUT/live.md"
+    cp "$RUNS/$name/summary.json" "$OUT/$name.json" || true
   done
   ;;
 *)
