@@ -26,6 +26,7 @@ RUNS=${RUNS:-.gpudata/runs}
 GPU=(policy.dtype=bfloat16 policy.enforce_eager=false policy.cpu_kv_space_gb=null policy.block_size=16)
 stage=${1:?stage: selector | engine | record | replay34b | live}
 shift
+mkdir -p "$RUNS"
 
 case "$stage" in
 selector)
@@ -149,7 +150,8 @@ live)
   # else the GPU does in the meantime weighs on both alike.
   for sel in ets rebase; do
     name=live_${sel}_w${w}_b${blocks}
-    $PY -m ets policy=smollm2_vllm "${GPU[@]}" policy.gpu_memory_utilization=${MEM:-0.1} prm=logprob \
+    # spawn: the ETS embedder initialises CUDA before the engine starts (fork would fail)
+    VLLM_WORKER_MULTIPROC_METHOD=spawn $PY -m ets policy=smollm2_vllm "${GPU[@]}" policy.gpu_memory_utilization=${MEM:-0.1} prm=logprob \
       dataset=gsm8k dataset.path="$DATA" dataset.limit="${PROBLEMS:-64}" selector=$sel search.width="$w" \
       search.concurrency=16 search.max_tokens=192 search.max_step_tokens=48 \
       +policy.engine_kwargs.num_gpu_blocks_override="$blocks" hydra.run.dir="$RUNS/$name" > "$RUNS/$name.log" 2>&1 &
