@@ -214,6 +214,7 @@ class ParticleStrategy:
         self._finalists: list[Node] | None = None
         self.rounds = self.resamples = self.ref_prefix_draws = 0
         self.ess: list[float] = []
+        self.last_probs: list[float] = []  # the last resampling's probabilities (pool order)
         self._start_sweep()
 
     # -- protocol ----------------------------------------------------------------------
@@ -307,6 +308,7 @@ class ParticleStrategy:
         probs = softmax(logw, self.cfg.tau(self.step))
         draws = self.rng.choices(range(len(pool)), weights=probs, k=len(slots))
         self.resamples += 1
+        self.last_probs = probs
         self.ess.append(ess(probs))
         for slot, j in zip(slots, draws):
             node = pool[j]

@@ -33,6 +33,7 @@ from ets.selectors.best_of_n import BestOfNSelector
 from ets.selectors.dvts import DVTSSelector
 from ets.selectors.ets import ETSSelector
 from ets.selectors.ffs import FFSSelector
+from ets.selectors.particle import ParticleFilter, ParticleGibbs
 from ets.selectors.rebase import RebaseSelector
 from ets.selectors.rebase_trunc import RebaseTruncSelector
 from tests.core.golden import strip
@@ -52,6 +53,11 @@ STRATEGIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "best_of_n": (lambda: WidthStrategies(BestOfNSelector()), True),
     "ffs": (lambda: WidthStrategies(FFSSelector(k=2)), True),
     "lookahead_test": (lambda: LookaheadStrategies(k=2, random_ties=True), True),
+    # particles re-activated by resampling may finish again: not width-conserving
+    "pf": (lambda: ParticleFilter(), False),
+    "pf_pis": (lambda: ParticleFilter(aggregation="last", resample_inactive=False, selection="sample",
+                                      anneal_start=2.0, anneal_end=0.5, anneal_steps=4), False),
+    "pgibbs": (lambda: ParticleGibbs(num_iterations=3, ref_weight="prefix", selection="vote"), False),
 }
 
 WIDTH, MAX_DEPTH, MAX_TOKENS = 6, 8, 400
