@@ -77,6 +77,13 @@ filtering, ``selector=pf``); ancestor sampling (its_hub ``NotImplementedError``)
 offered. Node budget: at most ``width * min(max_steps, max_depth)`` generated nodes, within
 the loop's default ``max_nodes = 2 * width * max_depth``.
 
+KV (``kv_nodes`` and ``counts``, :class:`~ets.protocols.HasSelectionCounts`): per round
+with a resampling, the distinct open nodes of the particles before it (the new steps
+that hold KV while they are weighed; the before-pruning view, like the candidates of the
+width methods) plus any reference prefix it drew in; ``counts`` = the particles on each
+after it (the after-pruning view: what the particles keep). No sample for a round that
+ends the search or a sweep.
+
 Per-problem stats: ``rounds``, ``resamples`` (resampling events), ``ess_mean`` and
 ``ess_min`` (effective sample size ``1 / sum(p_i^2)`` of each resampling's
 probabilities), ``final_distinct`` (distinct nodes in the final set), ``sweeps``,
@@ -215,6 +222,10 @@ class ParticleStrategy:
         self.rounds = self.resamples = self.ref_prefix_draws = 0
         self.ess: list[float] = []
         self.last_probs: list[float] = []  # the last resampling's probabilities (pool order)
+        # KV view of the last round (HasSelectionCounts): the open particle nodes at the
+        # resampling, and how many particles each holds after it ([]: no resampling).
+        self._kv: list[Node] = []
+        self.counts: list[int] = []
         self._start_sweep()
 
     # -- protocol ----------------------------------------------------------------------
@@ -232,8 +243,15 @@ class ParticleStrategy:
         for node in self.particles:  # PIS ``add_step``: stop after max_steps steps
             if not node.finished and node.depth >= self.max_steps:
                 node.finished, node.finish_reason = True, "depth"
+        self._kv, self.counts = [], []
         if self._any_active() or self.cfg.final_resample:
+            before = self._open_nodes()
             self._resample()
+            after = self._open_nodes()
+            self._kv = list({n.id: n for n in before + after}.values())
+            if self._kv:
+                held = [n.id for n in self.particles if not n.finished]
+                self.counts = [held.count(n.id) for n in self._kv]
         if self._any_active():
             self._plan()
         else:
@@ -248,11 +266,10 @@ class ParticleStrategy:
         return list(self._finalists)
 
     def kv_nodes(self) -> list[Node]:
-        out: dict[int, Node] = {}
-        for node in self.particles:
-            if not node.finished:
-                out.setdefault(node.id, node)
-        return list(out.values())
+        """The open particle nodes at the last resampling: the active particles' nodes
+        before it, then any reference prefix it drew in (``counts``: the particles each
+        holds after it; the KV backends' after-pruning view)."""
+        return list(self._kv)
 
     def stats(self) -> dict[str, float]:
         out = {"rounds": float(self.rounds), "resamples": float(self.resamples),
@@ -276,6 +293,9 @@ class ParticleStrategy:
         return self.log_weight(ref)
 
     # -- the sweep ---------------------------------------------------------------------
+    def _open_nodes(self) -> list[Node]:
+        return list({n.id: n for n in self.particles if not n.finished}.values())
+
     def _any_active(self) -> bool:
         return any(not n.finished for n in self.particles)
 

@@ -20,13 +20,12 @@ from typing import Any
 
 import pytest
 
-from ets.core.width import WidthStrategies
+from ets.core.width import WidthStrategies, WidthStrategy
 from ets.datasets.synthetic import SyntheticDataset
 from ets.expanders.step import StepExpander
 from ets.grading import NumericGrader
 from ets.policies.synthetic import SyntheticPolicy
 from ets.prms.synthetic import SyntheticPRM
-from ets.protocols import HasSelectionCounts
 from ets.search import Search
 from ets.selectors.beam import BeamSelector
 from ets.selectors.best_of_n import BestOfNSelector
@@ -140,7 +139,7 @@ def test_strategy_conformance(name, seed):
         # width strategies: one KV sample per round that selects, none after a last round
         # that stops the search (the reference's rule); a selection handing out nothing
         # counts. Others: one per round after which they are not done (rollouts included).
-        if isinstance(strategy, HasSelectionCounts):
+        if isinstance(strategy, WidthStrategy):
             assert all(rec["depths"] - 1 <= len(v["per_depth"]) <= rec["depths"]
                        for v in rec["kv"].values())
         else:

@@ -124,7 +124,8 @@ def test_first_round_resampling_counts_seed_0():
     assert s.particles == [kids[3], kids[1], kids[0], kids[0]]
     # one expansion per distinct node, k = the particles on it, slot order
     assert s.propose() == [Expansion(kids[3], 1), Expansion(kids[1], 1), Expansion(kids[0], 2)]
-    assert {n.id for n in s.kv_nodes()} == {kids[0].id, kids[1].id, kids[3].id}
+    # KV: every open particle node at the resampling; counts = particles on it after
+    assert s.kv_nodes() == kids and s.counts == [2, 1, 0, 1]
     assert s.stats()["resamples"] == 1 and s.stats()["ess_mean"] == pytest.approx(
         1 / sum(p * p for p in s.last_probs))
 
@@ -153,6 +154,7 @@ def test_finished_particles_keep_their_final_weight_and_their_slot():
     assert s.particles == [kids[1], kids[0], kids[0]]
     # the finished particle stays finished, occupies two slots, only one child is asked
     assert s.propose() == [Expansion(kids[1], 1)]
+    assert s.kv_nodes() == [kids[1], kids[2]] and s.counts == [1, 0]  # finished: no KV
     [[c]] = grow(s, [[0.25]])
     # round 2: the finished particle's weight is still logit(0.9): odds 1/3, 9, 9
     assert s.last_probs == pytest.approx([(1 / 3) / (18 + 1 / 3), 9 / (18 + 1 / 3), 9 / (18 + 1 / 3)])
@@ -238,6 +240,7 @@ def test_pgibbs_reference_particle_is_carried_over_and_its_prefix_reused():
     assert s.particles == [first[1], first[1]]
     assert s.propose() == [Expansion(first[1], 2)]
     assert s.stats()["ref_prefix_draws"] == 2
+    assert s.kv_nodes() == [*fresh, first[1]] and s.counts == [0, 0, 2]
     n_nodes = len(s.tree.nodes)
     [last] = grow(s, [[0.1, 0.1]], [[True, True]])
     assert len(s.tree.nodes) == n_nodes + 2  # only the two new steps were generated
@@ -325,6 +328,11 @@ def _check_pf_record(r: dict, width: int, vote: bool) -> None:
     assert st["rounds"] == r["depths"]
     assert 1 <= st["ess_min"] <= st["ess_mean"] <= width
     assert 1 <= st["final_distinct"] <= width
+    # one KV sample per resampling (PF resamples only while some particle is active);
+    # what the particles keep after it is part of what they held before it
+    for kv in r["kv"].values():
+        assert len(kv["per_depth"]) == st["resamples"]
+        assert kv["after_pruning"]["total"] <= kv["total"]
     # each round asks one child per active particle: at most width per depth
     for d in range(1, r["depths"] + 1):
         assert sum(1 for n in tree if n["depth"] == d) <= width
