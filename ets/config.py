@@ -84,6 +84,42 @@ class RebaseTruncConf(RebaseConf):
     truncate_ratio: float = _num(0.5, gt=0, le=1)
 
 
+
+class PFSelection(str, Enum):  # noqa: UP042 (ets.selectors.particle.SELECTIONS)
+    argmax = "argmax"
+    sample = "sample"
+    vote = "vote"
+
+
+class RefWeight(str, Enum):  # noqa: UP042 (ets.selectors.particle.REF_WEIGHTS)
+    final = "final"
+    prefix = "prefix"
+
+
+@dataclass
+class ParticleFilterConf(Component):
+    """``selector=pf`` (ets.selectors.particle): defaults are the references'."""
+
+    aggregation: Aggregation = Aggregation.prod
+    softmax_temperature: float = _num(1.0, gt=0)
+    resample_inactive: bool = True
+    max_steps: int = _num(40, ge=1)
+    selection: PFSelection = PFSelection.argmax
+    anneal_start: float = _num(1.0, gt=0)
+    anneal_end: float = _num(1.0, gt=0)
+    anneal_steps: int = _num(0, ge=0)  # 0: no annealing
+    final_resample: bool = False
+
+
+@dataclass
+class ParticleGibbsConf(ParticleFilterConf):
+    """``selector=pgibbs``: its_hub's sweeps and reference particles."""
+
+    num_iterations: int = _num(2, ge=1)
+    num_ref_particles: int = _num(1, ge=1)
+    ref_weight: RefWeight = RefWeight.final
+    final_resample: bool = True
+
 # ``lambda`` is a Python keyword, so the ETS schema is built with ``type()``;
 # init/repr/eq are off because the generated methods would need ``self.lambda``.
 _ETSBody = type(
@@ -448,6 +484,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "selector": {
         "rebase": RebaseConf,
         "rebase_trunc": RebaseTruncConf,
+        "pf": ParticleFilterConf,
+        "pgibbs": ParticleGibbsConf,
         "ets": ETSConf,
         "beam": BeamConf,
         "dvts": DVTSConf,

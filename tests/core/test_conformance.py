@@ -20,19 +20,19 @@ from typing import Any
 
 import pytest
 
-from ets.core.width import WidthStrategies
+from ets.core.width import WidthStrategies, WidthStrategy
 from ets.datasets.synthetic import SyntheticDataset
 from ets.expanders.step import StepExpander
 from ets.grading import NumericGrader
 from ets.policies.synthetic import SyntheticPolicy
 from ets.prms.synthetic import SyntheticPRM
-from ets.protocols import HasSelectionCounts
 from ets.search import Search
 from ets.selectors.beam import BeamSelector
 from ets.selectors.best_of_n import BestOfNSelector
 from ets.selectors.dvts import DVTSSelector
 from ets.selectors.ets import ETSSelector
 from ets.selectors.ffs import FFSSelector
+from ets.selectors.particle import ParticleFilter, ParticleGibbs
 from ets.selectors.rebase import RebaseSelector
 from ets.selectors.rebase_trunc import RebaseTruncSelector
 from tests.core.golden import strip
@@ -52,6 +52,11 @@ STRATEGIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "best_of_n": (lambda: WidthStrategies(BestOfNSelector()), True),
     "ffs": (lambda: WidthStrategies(FFSSelector(k=2)), True),
     "lookahead_test": (lambda: LookaheadStrategies(k=2, random_ties=True), True),
+    # particles re-activated by resampling may finish again: not width-conserving
+    "pf": (lambda: ParticleFilter(), False),
+    "pf_pis": (lambda: ParticleFilter(aggregation="last", resample_inactive=False, selection="sample",
+                                      anneal_start=2.0, anneal_end=0.5, anneal_steps=4), False),
+    "pgibbs": (lambda: ParticleGibbs(num_iterations=3, ref_weight="prefix", selection="vote"), False),
 }
 
 WIDTH, MAX_DEPTH, MAX_TOKENS = 6, 8, 400
@@ -134,7 +139,7 @@ def test_strategy_conformance(name, seed):
         # width strategies: one KV sample per round that selects, none after a last round
         # that stops the search (the reference's rule); a selection handing out nothing
         # counts. Others: one per round after which they are not done (rollouts included).
-        if isinstance(strategy, HasSelectionCounts):
+        if isinstance(strategy, WidthStrategy):
             assert all(rec["depths"] - 1 <= len(v["per_depth"]) <= rec["depths"]
                        for v in rec["kv"].values())
         else:
