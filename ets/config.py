@@ -115,7 +115,7 @@ class ParticleFilterConf(Component):
 class ParticleGibbsConf(ParticleFilterConf):
     """``selector=pgibbs``: its_hub's sweeps and reference particles."""
 
-    num_iterations: int = _num(2, ge=1)
+    num_iterations: int = _num(1, ge=1)
     num_ref_particles: int = _num(1, ge=1)
     ref_weight: RefWeight = RefWeight.final
     final_resample: bool = True

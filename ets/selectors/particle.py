@@ -72,8 +72,8 @@ Where each rule comes from:
 Our choices: tree semantics (several particles on one node -> one ``Expansion(node, k)``
 with k = the particles on it, children handed to them in slot order); particle order
 is slot order with the references last (its_hub ``resampled + ref_particles``);
-``num_iterations`` default 2 for ``pgibbs`` (its_hub's and PIS's default 1 is particle
-filtering, ``selector=pf``); ancestor sampling (its_hub ``NotImplementedError``) is not
+``num_iterations`` defaults to the references' 1 for ``pgibbs`` (one sweep: particle
+filtering with nothing carried over; set 2 or more for Gibbs sweeps); ancestor sampling (its_hub ``NotImplementedError``) is not
 offered. Node budget: at most ``width * min(max_steps, max_depth)`` generated nodes, within
 the loop's default ``max_nodes = 2 * width * max_depth``.
 
