@@ -33,6 +33,7 @@ from ets.selectors.best_of_n import BestOfNSelector
 from ets.selectors.dvts import DVTSSelector
 from ets.selectors.ets import ETSSelector
 from ets.selectors.ffs import FFSSelector
+from ets.selectors.first_finish import AsyncFFS, SyncFFS
 from ets.selectors.rebase import RebaseSelector
 from ets.selectors.rebase_trunc import RebaseTruncSelector
 from tests.core.golden import strip
@@ -52,6 +53,12 @@ STRATEGIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "best_of_n": (lambda: WidthStrategies(BestOfNSelector()), True),
     "ffs": (lambda: WidthStrategies(FFSSelector(k=2)), True),
     "lookahead_test": (lambda: LookaheadStrategies(k=2, random_ties=True), True),
+    "beam_lookahead": (lambda: WidthStrategies(BeamSelector(2, lookahead=2)), True),
+    "beam_ets_lookahead": (lambda: WidthStrategies(BeamSelector(variant="ets_reference",
+                                                                lookahead=1)), False),
+    "dvts_lookahead": (lambda: WidthStrategies(DVTSSelector(2, lookahead=3)), True),
+    "ffs_sync": (SyncFFS, True),
+    "ffs_async": (AsyncFFS, True),
 }
 
 WIDTH, MAX_DEPTH, MAX_TOKENS = 6, 8, 400
