@@ -170,11 +170,11 @@ def run_smollm2(*overrides):
 @pytest.mark.slow
 def test_smollm2_beam_with_lookahead():
     """A real model (SmolLM2-135M, transformers): greedy look-ahead links are real
-    generations, scored, outside the tree; the records are deterministic."""
+    generations, scored, outside the tree."""
     rows = run_smollm2("selector=beam", "selector.beam_width=1", "selector.lookahead=1")
-    assert len(rows) == 1 and rows == run_smollm2("selector=beam", "selector.beam_width=1",
-                                                  "selector.lookahead=1")
+    assert len(rows) == 1
     r = rows[0]
     assert r["strategy"]["lookahead_rollouts"] >= 2 and r["rollout_tokens"] > 0
+    assert r["rollout_tokens"] <= 8 * r["strategy"]["lookahead_rollouts"]  # one step each
     assert r["tokens"] == sum(n["tokens"] for n in r["tree"][1:])
     assert sum(n["finished"] for n in r["tree"]) <= 2
