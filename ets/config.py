@@ -162,11 +162,13 @@ ETSConf.__name__ = ETSConf.__qualname__ = "ETSConf"
 class BeamConf(Component):
     beam_width: int = _num(4, ge=1)
     variant: BeamVariant = BeamVariant.search_and_learn
+    lookahead: int = _num(0, ge=0)  # greedy look-ahead steps (ets.core.lookahead)
 
 
 @dataclass
 class DVTSConf(Component):
     beam_width: int = _num(4, ge=1)
+    lookahead: int = _num(0, ge=0)  # greedy look-ahead steps (ets.core.lookahead)
 
 
 @dataclass
@@ -177,6 +179,11 @@ class BestOfNConf(Component):
 @dataclass
 class FFSConf(Component):
     k: int = _num(1, ge=1)
+
+
+@dataclass
+class FirstFinishConf(Component):  # ffs_sync / ffs_async: N = search.width, no other key
+    pass
 
 
 # ---- expanders, kv, graders, embedders --------------------------------------------------
@@ -491,6 +498,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "dvts": DVTSConf,
         "best_of_n": BestOfNConf,
         "ffs": FFSConf,
+        "ffs_sync": FirstFinishConf,
+        "ffs_async": FirstFinishConf,
     },
     "expander": {
         "step": StepExpanderConf,

@@ -191,11 +191,14 @@ def summarize(records: Iterable[dict[str, Any]], **extra: Any) -> dict[str, Any]
     records = list(records)
     n = len(records)
     acc = {v: (sum(r["correct"][v] for r in records) / n if n else 0.0) for v in VOTES}
+    # Look-ahead rollouts are generated too but are not tree tokens: reported beside them.
+    rollout = sum(r.get("rollout_tokens", 0) for r in records)
     return {
         "problems": n,
         "accuracy": acc,
         "kv": run_kv(records),
         "tokens_generated": sum(r["tokens"] for r in records),
+        **({"rollout_tokens": rollout} if rollout else {}),
         **extra,
     }
 

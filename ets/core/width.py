@@ -7,6 +7,8 @@ round the remaining width shrinks by the trajectories that finished in it, the r
 open children are the candidates (they hold the KV), and ``selector.select(candidates,
 remaining, tree)`` gives each candidate its number of children. The problem is done
 when no width remains or no candidate is open. The selectors themselves are unchanged.
+A selector with ``lookahead > 0`` (beam, DVTS) runs through
+:class:`ets.core.lookahead.LookaheadWidthStrategy` instead.
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ class WidthStrategies:
         self.name = type(selector).__name__
 
     def __call__(self, problem: Problem, tree: Tree, rng: random.Random, budget: Budget) -> WidthStrategy:
+        if getattr(self.selector, "lookahead", 0):  # beam / DVTS with selector.lookahead=k
+            from ets.core.lookahead import LookaheadWidthStrategy  # it subclasses WidthStrategy
+
+            return LookaheadWidthStrategy(self.selector, tree, budget, self.name)  # type: ignore[arg-type]
         return WidthStrategy(self.selector, tree, budget, self.name)
 
     def prepare(self, candidates: list[Node]) -> None:

@@ -1,4 +1,6 @@
-"""Beam search, in the search-and-learn and the ETS-reference variants (ALGORITHMS.md §4)."""
+"""Beam search, in the search-and-learn and the ETS-reference variants (ALGORITHMS.md §4),
+optionally with look-ahead (``lookahead=k``: candidates ranked by the PRM score of k
+further greedy steps; :mod:`ets.core.lookahead` runs them)."""
 
 from __future__ import annotations
 
@@ -16,17 +18,34 @@ class BeamSelector:
     ``ets_reference``: keep ``ceil(sqrt(W_rem))`` and give each ``ceil(W_rem / keep)``;
     as in the reference the counts may exceed the remaining width.
 
+    With ``lookahead=k > 0`` the candidates are ranked by the score of their look-ahead
+    path instead of their own (:class:`ets.core.lookahead.LookaheadWidthStrategy` calls
+    :meth:`select_scored`). search-and-learn's ``beam_search.py`` computes the look-ahead
+    text but scores only the beam's current text, so there ``lookahead`` changes nothing
+    but the cost; we implement what the option means (rank by the look-ahead score), as
+    its ``diverse_verifier_tree_search.py`` does.
+
     Args:
         beam_width: M, children per kept candidate (search-and-learn variant).
         variant: ``search_and_learn`` or ``ets_reference``.
+        lookahead: k, greedy look-ahead steps per candidate (0: none, the classic method).
     """
 
-    def __init__(self, beam_width: int = 4, variant: str = "search_and_learn") -> None:
+    def __init__(self, beam_width: int = 4, variant: str = "search_and_learn",
+                 lookahead: int = 0) -> None:
+        if lookahead < 0:
+            raise ValueError(f"lookahead={lookahead} is invalid: must be >= 0")
         self.beam_width = beam_width
         self.variant = str(getattr(variant, "value", variant))
+        self.lookahead = lookahead
 
     def select(self, candidates: list[Node], width: int, tree: Tree) -> list[int]:
-        order = sorted(range(len(candidates)), key=lambda i: -(candidates[i].score or 0.0))
+        return self.select_scored(candidates, [c.score or 0.0 for c in candidates], width, tree)
+
+    def select_scored(self, candidates: list[Node], scores: list[float], width: int,
+                      tree: Tree) -> list[int]:
+        """:meth:`select` with ``scores[i]`` ranking ``candidates[i]`` (look-ahead scores)."""
+        order = sorted(range(len(candidates)), key=lambda i: -scores[i])
         counts = [0] * len(candidates)
         if width <= 0 or not candidates:
             return counts

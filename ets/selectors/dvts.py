@@ -1,4 +1,6 @@
-"""Diverse Verifier Tree Search: N/M independent greedy subtrees (ALGORITHMS.md §4)."""
+"""Diverse Verifier Tree Search: N/M independent greedy subtrees (ALGORITHMS.md §4),
+optionally with look-ahead (``lookahead=k``, as search-and-learn's
+``diverse_verifier_tree_search.py``; :mod:`ets.core.lookahead` runs it)."""
 
 from __future__ import annotations
 
@@ -13,14 +15,28 @@ class DVTSSelector:
     last subtree takes any remainder); a subtree's share shrinks by one for each of
     its finished trajectories, so budgets are conserved per subtree.
 
+    With ``lookahead=k > 0`` each subtree keeps the candidate whose look-ahead path
+    scores best (:class:`ets.core.lookahead.LookaheadWidthStrategy` calls
+    :meth:`select_scored`), as search-and-learn's DVTS takes the argmax over the scores
+    of ``current_text + lookahead_text``.
+
     Args:
         beam_width: M, the per-subtree budget (children of the kept node per step).
+        lookahead: k, greedy look-ahead steps per candidate (0: none, the classic method).
     """
 
-    def __init__(self, beam_width: int = 4) -> None:
+    def __init__(self, beam_width: int = 4, lookahead: int = 0) -> None:
+        if lookahead < 0:
+            raise ValueError(f"lookahead={lookahead} is invalid: must be >= 0")
         self.beam_width = beam_width
+        self.lookahead = lookahead
 
     def select(self, candidates: list[Node], width: int, tree: Tree) -> list[int]:
+        return self.select_scored(candidates, [c.score or 0.0 for c in candidates], width, tree)
+
+    def select_scored(self, candidates: list[Node], scores: list[float], width: int,
+                      tree: Tree) -> list[int]:
+        """:meth:`select` with ``scores[i]`` ranking ``candidates[i]`` (look-ahead scores)."""
         m, roots = self.beam_width, tree.root.children
         n_sub = max(1, len(roots) // m)
         sub_of = {child.id: min(i // m, n_sub - 1) for i, child in enumerate(roots)}
@@ -38,7 +54,7 @@ class DVTSSelector:
         for i, c in enumerate(candidates):
             sub = subtree(c)
             j = best.setdefault(sub, i)
-            if (c.score or 0.0) > (candidates[j].score or 0.0):
+            if scores[i] > scores[j]:
                 best[sub] = i
         counts = [0] * len(candidates)
         for sub, i in best.items():

@@ -33,6 +33,7 @@ from ets.selectors.dvts import DVTSSelector
 from ets.selectors.ets import ETSSelector
 from ets.selectors.ffs import FFSSelector
 from ets.selectors.particle import ParticleFilter, ParticleGibbs
+from ets.selectors.first_finish import AsyncFFS, SyncFFS
 from ets.selectors.rebase import RebaseSelector
 from ets.selectors.rebase_trunc import RebaseTruncSelector
 from tests.core.golden import strip
@@ -57,6 +58,12 @@ STRATEGIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "pf_pis": (lambda: ParticleFilter(aggregation="last", resample_inactive=False, selection="sample",
                                       anneal_start=2.0, anneal_end=0.5, anneal_steps=4), False),
     "pgibbs": (lambda: ParticleGibbs(num_iterations=3, ref_weight="prefix", selection="vote"), False),
+    "beam_lookahead": (lambda: WidthStrategies(BeamSelector(2, lookahead=2)), True),
+    "beam_ets_lookahead": (lambda: WidthStrategies(BeamSelector(variant="ets_reference",
+                                                                lookahead=1)), False),
+    "dvts_lookahead": (lambda: WidthStrategies(DVTSSelector(2, lookahead=3)), True),
+    "ffs_sync": (SyncFFS, True),
+    "ffs_async": (AsyncFFS, True),
 }
 
 WIDTH, MAX_DEPTH, MAX_TOKENS = 6, 8, 400
