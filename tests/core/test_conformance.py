@@ -32,8 +32,8 @@ from ets.selectors.best_of_n import BestOfNSelector
 from ets.selectors.dvts import DVTSSelector
 from ets.selectors.ets import ETSSelector
 from ets.selectors.ffs import FFSSelector
-from ets.selectors.particle import ParticleFilter, ParticleGibbs
 from ets.selectors.first_finish import AsyncFFS, SyncFFS
+from ets.selectors.particle import ParticleFilter, ParticleGibbs
 from ets.selectors.rebase import RebaseSelector
 from ets.selectors.rebase_trunc import RebaseTruncSelector
 from tests.core.golden import strip
