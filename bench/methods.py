@@ -66,8 +66,10 @@ def row(method: str, budget: int, runs: Sequence[tuple[list[dict[str, Any]], dic
     Accuracy per vote: the mean over all (problem, seed) pairs (weighted vote with a t-based
     95% CI over the pairs); tokens and PRM calls: means per (problem, seed)
     (:func:`ets.results.per_problem`); KV: :func:`ets.results.summarize` over all records
-    (``total``: mean per-problem sum, ``mean``: over every (problem, seed, call)); wall time:
-    the runs' wall time summed over seeds, per problem.
+    (``total``: mean per-problem sum, ``mean``: over every (problem, seed, call)), None when
+    no selection call was measured (best-of-N with the ``full`` expander never selects, so
+    the reference's KV measure has nothing to count); wall time: the runs' wall time summed
+    over seeds, per problem.
     """
     from ets.runs import mean_ci
 
@@ -75,24 +77,28 @@ def row(method: str, budget: int, runs: Sequence[tuple[list[dict[str, Any]], dic
     summary = summarize(records)
     _, ci = mean_ci([float(r["correct"]["weighted_majority"]) for r in records])
     wall = sum(float(s.get("wall_time_s", 0.0)) for _, s in runs)
+    measured = any(r["kv"][BACKEND]["per_depth"] for r in records)
+    kv = summary["kv"][BACKEND]
     return {"method": method, "budget": budget, "problems": len(records) // max(1, len(runs)),
             "seeds": len(runs), "pairs": len(records), "accuracy": summary["accuracy"], "ci95": ci,
             "tokens": summary["per_problem"]["generated_tokens"],
             "rollout_tokens": summary["per_problem"]["rollout_tokens"],
             "prm_calls": summary["per_problem"]["prm_scored"],
-            "kv": {"total": summary["kv"][BACKEND]["total"], "mean": summary["kv"][BACKEND]["mean"]},
+            "kv": {"total": kv["total"], "mean": kv["mean"]} if measured else None,
             "wall_s": wall, "wall_ms_per_problem": 1000 * wall / max(1, len(records))}
 
 
 def fronts(rows: Sequence[dict[str, Any]]) -> None:
-    """Mark each row on the accuracy (weighted vote) vs tokens / vs KV total Pareto front."""
+    """Mark each row on the accuracy (weighted vote) vs tokens / vs KV total Pareto front
+    (rows without a KV measurement are on neither side of the KV front)."""
     from ets.plots import pareto_front
 
-    acc = [r["accuracy"]["weighted_majority"] for r in rows]
-    for axis, xs in (("tokens", [r["tokens"] for r in rows]), ("kv", [r["kv"]["total"] for r in rows])):
-        front = set(pareto_front(xs, acc))
-        for i, r in enumerate(rows):
-            r.setdefault("front", {})[axis] = i in front
+    for axis in ("tokens", "kv"):
+        on = [r for r in rows if axis == "tokens" or r["kv"] is not None]
+        xs = [r["tokens"] if axis == "tokens" else r["kv"]["total"] for r in on]
+        front = {id(on[i]) for i in pareto_front(xs, [r["accuracy"]["weighted_majority"] for r in on])}
+        for r in rows:
+            r.setdefault("front", {})[axis] = id(r) in front
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
@@ -107,10 +113,11 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         acc = r["accuracy"]
         ci = "" if r["ci95"] is None else f" ± {100 * r['ci95']:.1f}"
         prm = "—" if r["prm_calls"] is None else f"{r['prm_calls']:.1f}"
+        kv = ("—", "—") if r["kv"] is None else (f"{r['kv']['total']:.0f}", f"{r['kv']['mean']:.1f}")
         out.append([str(r["budget"]), r["method"], f"{r['problems']}×{r['seeds']}",
                     f"{100 * acc['weighted_majority']:.1f}{ci}", f"{100 * acc['majority']:.1f}",
                     f"{100 * acc['best_of_n']:.1f}", f"{r['tokens']:.0f}", prm,
-                    f"{r['kv']['total']:.0f}", f"{r['kv']['mean']:.1f}",
+                    *kv,
                     f"{r['wall_ms_per_problem']:.1f}", "★" if r["front"]["tokens"] else "",
                     "★" if r["front"]["kv"] else ""])
     return markdown(head, out)
@@ -120,13 +127,16 @@ def plots(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     """Accuracy (weighted vote) vs tokens and vs KV total, one point per (method, B)."""
     from ets.plots import plot_accuracy_vs_kv
 
-    points = [{"tokens": r["tokens"], "kv": r["kv"]["total"], "selector": r["method"],
-               "accuracy": r["accuracy"]["weighted_majority"], "label": f"{r['method']} B={r['budget']}"}
-              for r in rows]
-    return [plot_accuracy_vs_kv(points, BACKEND, out / "accuracy_vs_tokens.png", x="tokens",
-                                xlabel="generated tokens per problem (tree steps + rollouts)"),
-            plot_accuracy_vs_kv(points, BACKEND, out / "accuracy_vs_kv.png",
-                                xlabel=f"KV total per problem ({BACKEND}, tokens)")]
+    points = [{"tokens": r["tokens"], "kv": None if r["kv"] is None else r["kv"]["total"],
+               "selector": r["method"], "accuracy": r["accuracy"]["weighted_majority"],
+               "label": f"{r['method']} B={r['budget']}"} for r in rows]
+    images = [plot_accuracy_vs_kv(points, BACKEND, out / "accuracy_vs_tokens.png", x="tokens",
+                                  xlabel="generated tokens per problem (tree steps + rollouts)")]
+    measured = [p for p in points if p["kv"] is not None]
+    if measured:
+        images.append(plot_accuracy_vs_kv(measured, BACKEND, out / "accuracy_vs_kv.png",
+                                          xlabel=f"KV total per problem ({BACKEND}, tokens)"))
+    return images
 
 
 def study(jobs: Sequence[Job], out: Path, workers: int) -> dict[str, Any]:
