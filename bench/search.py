@@ -99,9 +99,11 @@ def run_job(job: Job, out: Path) -> tuple[Job, dict[str, Any]]:
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        # The job's own overrides last: a method may map its budget onto other keys
+        # (bench/methods.py), and Hydra's later value wins.
         cfg = compose("config", overrides=[
-            "+experiment=synthetic", *job.overrides, f"search.width={job.width}",
-            f"dataset.limit={job.problems}", f"search.seed={job.seed}",
+            "+experiment=synthetic", f"search.width={job.width}",
+            f"dataset.limit={job.problems}", f"search.seed={job.seed}", *job.overrides,
         ])
     start = time.perf_counter()
     summary = run(cfg, out / "runs" / job.name)

@@ -16,6 +16,8 @@ The FLOPs model (forward pass only; a multiply-add is 2 FLOPs):
 
 What is processed where (depth-synchronous search, :mod:`ets.search`):
 
+* **Rollouts** (``record["rollouts"]``, look-ahead steps outside the tree) are counted as
+  tree steps: generated, prefilled and read by the PRM alike.
 * **Policy decode**: every generated step token is one forward token, at its position
   after the prompt and the parent path (the same with or without prefix reuse).
 * **Policy prefill**, *without* prefix reuse: every child sequence re-reads its whole
@@ -107,19 +109,23 @@ def _tokens() -> dict[str, int]:
 
 
 def problem_compute(tree: list[dict[str, Any]], policy: ModelShape | None,
-                    prm: ModelShape | None, prm_reads: bool = True) -> dict[str, Any]:
+                    prm: ModelShape | None, prm_reads: bool = True,
+                    rollouts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """FLOPs and token counts of one problem's tree (``record["tree"]``, root first).
 
     Args:
         tree: Rows with ``id``, ``parent``, ``tokens`` (the root's are the prompt's).
         policy, prm: Shapes; ``None`` leaves that side's FLOPs ``None`` (tokens still counted).
         prm_reads: False for a PRM that reads nothing (``prm=logprob``).
+        rollouts: ``record["rollouts"]`` (look-ahead steps: ids < 0, parent a tree node or
+            another rollout). They were generated and scored like tree steps, so they are
+            counted exactly as tree steps would be.
 
     Returns:
         ``policy_flops`` and ``prm_flops`` (``prefill``, ``prefill_no_reuse``, ``decode``,
         ``total``, ``total_no_reuse``) and ``tokens``.
     """
-    by_id = {row["id"]: row for row in tree}
+    by_id = {row["id"]: row for row in [*tree, *(rollouts or [])]}
     ctx: dict[int, int] = {}  # tokens of prompt + path up to and including the node
 
     def context(node_id: int) -> int:
@@ -138,7 +144,7 @@ def problem_compute(tree: list[dict[str, Any]], policy: ModelShape | None,
         tok["prm_read"] = prompt
         if prm is not None:
             rm["prefill"] = prm.flops(prompt)
-    for row in tree:
+    for row in [*tree, *(rollouts or [])]:
         if row["parent"] is None:
             continue
         before, n = context(row["parent"]), int(row["tokens"])
@@ -177,7 +183,7 @@ def run_compute(records: Iterable[dict[str, Any]], config: Mapping[str, Any]) ->
     (policy, psrc), (prm, rsrc) = resolve_shapes(config)
     reads = not is_free_prm(config)
     with_tree = [r for r in records if r.get("tree")]
-    per = [problem_compute(r["tree"], policy, prm, reads) for r in with_tree]
+    per = [problem_compute(r["tree"], policy, prm, reads, r.get("rollouts")) for r in with_tree]
     out: dict[str, Any] = {"shapes": {"policy": psrc, "prm": rsrc}, "problems": len(per),
                            "tokens": {k: sum(p["tokens"][k] for p in per) for k in _tokens()}}
     for name in ("policy_flops", "prm_flops"):

@@ -7,7 +7,9 @@ mean and t-based 95% CI across seeds; a KV table with the after-pruning view, th
 newest-step share and, with ``--baseline RUN``, each run's KV ratios to that run),
 ``accuracy_vs_kv.png`` (Pareto front marked), ``kv_per_depth.png`` and a budget curve
 subsampled from one run (:mod:`ets.budget`). Compute columns (TFLOPs, :mod:`ets.compute`);
-``--pareto-x flops`` puts compute on the Pareto plot's x axis. ``--trees [IDS]`` writes one
+``--pareto-x flops`` puts compute on the Pareto plot's x axis; ``--pareto-x tokens`` /
+``prm_calls`` the generated tokens (rollouts included) / PRM-scored items per problem,
+also table columns (``summary.json`` ``per_problem``, :func:`ets.results.per_problem`). ``--trees [IDS]`` writes one
 self-contained HTML tree viewer per problem instead (:mod:`ets.treeview`).
 """
 
@@ -24,6 +26,7 @@ from ets import budget as B
 from ets import compute as C
 from ets import plots
 from ets.results import VOTES, read_records
+from ets.results import per_problem as _per_problem
 from ets.runs import Run, choose_budget_run, kv_per_depth, load_grader, load_runs, mean_ci, seed_groups
 
 SHORT = {"weighted_majority": "wmaj", "majority": "maj", "best_of_n": "bon", "coverage": "cov"}
@@ -110,6 +113,22 @@ def _flops(*keys: str, scale: float = 1e12) -> Callable[[Run], Any]:
     return get
 
 
+def per_problem(run: Run) -> dict[str, Any]:
+    """The run's per-problem compute means (tokens, PRM-scored items): from
+    ``summary.json``, or, for runs written before it had them, from ``problems.jsonl``."""
+    if "per_problem" not in run.summary:
+        path = run.path / "problems.jsonl"
+        run.summary["per_problem"] = _per_problem(read_records(path)) if path.exists() else {}
+    return run.summary["per_problem"]
+
+
+def _per(key: str) -> Callable[[Run], Any]:
+    return lambda r: per_problem(r).get(key)
+
+
+#: Compute axes per problem: generated tokens (tree steps + rollouts), items the PRM scored.
+PER_PROBLEM_COLUMNS: list[Column] = [("tokens/problem", _per("generated_tokens"), ".1f"),
+                                     ("PRM calls/problem", _per("prm_scored"), ".1f")]
 COMPUTE_COLUMNS: list[Column] = [
     ("TFLOPs", _flops("total_flops"), ".3f"),
     ("TFLOPs no reuse", _flops("total_flops_no_reuse"), ".3f"),
@@ -118,7 +137,11 @@ COMPUTE_COLUMNS: list[Column] = [
     ("PRM TF", _flops("prm_flops", "total"), ".3f"),
     ("PRM TF no reuse", _flops("prm_flops", "total_no_reuse"), ".3f"),
 ]
-PARETO_X = {"kv": None, "flops": ("total_flops",), "flops_no_reuse": ("total_flops_no_reuse",)}
+#: ``--pareto-x`` choices and their axis labels (``kv``: the headline backend's mean).
+PARETO_X = {"kv": None, "flops": "total TFLOPs (policy + PRM)",
+            "flops_no_reuse": "total TFLOPs without prefix reuse (policy + PRM)",
+            "tokens": "generated tokens per problem (tree steps + rollouts)",
+            "prm_calls": "PRM calls per problem (items scored)"}
 
 
 def run_columns(runs: Sequence[Run]) -> list[Column]:
@@ -133,7 +156,7 @@ def run_columns(runs: Sequence[Run]) -> list[Column]:
         cols += [(f"KV {b} mean", _kv(b, "mean"), ".2f"), (f"KV {b} peak", _kv(b, "peak"), "")]
         if b in _views(runs):
             cols.append((f"KV {b} total", _kv(b, "total"), ".1f"))
-    return cols + COMPUTE_COLUMNS + [("tokens", _sum("tokens_generated"), ""),
+    return cols + PER_PROBLEM_COLUMNS + COMPUTE_COLUMNS + [("tokens", _sum("tokens_generated"), ""),
                                      ("wall s", _sum("wall_time_s"), ".2f")]
 
 
@@ -142,7 +165,7 @@ def ci_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     metrics: list[Column] = [(f"acc {SHORT[v]}", _acc(v), ".4f") for v in VOTES]
     metrics += [(f"KV {b} mean", _kv(b, "mean"), ".2f") for b in _backends(runs)]
     metrics += [(f"KV {b} total", _kv(b, "total"), ".1f") for b in _views(runs)]
-    metrics += COMPUTE_COLUMNS[:2]
+    metrics += PER_PROBLEM_COLUMNS + COMPUTE_COLUMNS[:2]
     metrics += [("tokens", _sum("tokens_generated"), ".1f"), ("wall s", _sum("wall_time_s"), ".2f")]
     header = ["selector", "W", "λ", "coverage w", "seeds", "n"] + [m[0] for m in metrics]
     rows = []
@@ -208,7 +231,8 @@ def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", s
         use_wandb: Also log the tables and images to W&B (``--wandb``).
         project, entity: W&B destination for ``use_wandb``.
         pareto_x: Cost axis of the accuracy Pareto plot: ``kv`` (mean KV of the headline
-            backend), ``flops`` or ``flops_no_reuse`` (total TFLOPs, :mod:`ets.compute`).
+            backend), ``flops`` or ``flops_no_reuse`` (total TFLOPs, :mod:`ets.compute`),
+            ``tokens`` or ``prm_calls`` (per problem, :func:`per_problem`).
     """
     if pareto_x not in PARETO_X:
         raise SystemExit(f"ets.report: --pareto-x {pareto_x!r}; allowed: {', '.join(PARETO_X)}")
@@ -227,16 +251,17 @@ def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", s
                "accuracy": r.summary["accuracy"]["weighted_majority"]} for r in runs]
     for p, r in zip(points, runs):
         p["flops"], p["flops_no_reuse"] = _flops("total_flops")(r), _flops("total_flops_no_reuse")(r)
+        p["tokens"], p["prm_calls"] = _per("generated_tokens")(r), _per("prm_scored")(r)
     if pareto_x == "kv":
         images = [plots.plot_accuracy_vs_kv(points, headline, out / "accuracy_vs_kv.png")]
     else:
         known = [p for p in points if p[pareto_x] is not None]
         if not known:
-            raise SystemExit(f"ets.report: --pareto-x {pareto_x}: no run has FLOPs (model shapes "
-                             "unknown: see summary.json compute.shapes)")
-        label = "total TFLOPs" + (" without prefix reuse" if pareto_x == "flops_no_reuse" else "")
+            why = ("no run has FLOPs (model shapes unknown: see summary.json compute.shapes)"
+                   if pareto_x.startswith("flops") else "no run records it")
+            raise SystemExit(f"ets.report: --pareto-x {pareto_x}: {why}")
         images = [plots.plot_accuracy_vs_kv(known, headline, out / f"accuracy_vs_{pareto_x}.png",
-                                            x=pareto_x, xlabel=f"{label} (policy + PRM)")]
+                                            x=pareto_x, xlabel=PARETO_X[pareto_x])]
     chosen = _depth_runs(runs, points, depth_runs)
     if chosen:
         images.append(plots.plot_kv_per_depth({r.name: kv_per_depth(r) for r in chosen},
@@ -257,6 +282,8 @@ def write_report(root: Path, out: Path | None = None, *, budget: str = "auto", s
           markdown(kv_header, kv_rows), "", "## Plots", "",
           f"![accuracy vs {pareto_x}]({images[0].name}) — Pareto front (least "
           f"{'KV' if pareto_x == 'kv' else 'compute'} for its accuracy) dashed.", "",
+          "`tokens/problem`: generated tokens per problem, look-ahead rollouts included; "
+          "`PRM calls/problem`: items the PRM scored per problem (tree steps and rollouts).", "",
           "Compute (TFLOPs, forward, policy + PRM; `ets/compute.py`): 2·N per token plus the "
           "attention term 4·layers·d_attn·context; `no reuse`: every child and every PRM call "
           "re-reads its whole context, otherwise no token is computed twice (ideal prefix cache)."]

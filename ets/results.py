@@ -186,6 +186,33 @@ def write_json(path: Path, obj: Any, durable: bool = True) -> None:
     atomic_write(path, json.dumps(obj, indent=2, default=str).encode(), durable)
 
 
+def generated_tokens(record: dict[str, Any]) -> int:
+    """Tokens the policy generated for one problem: tree steps plus look-ahead rollouts."""
+    return int(record["tokens"]) + int(record.get("rollout_tokens", 0))
+
+
+def prm_scored(record: dict[str, Any]) -> int | None:
+    """Items the PRM scored for one problem (``record["prm_scored"]``). Records written
+    before it was recorded: every tree step was scored once, so ``len(tree) - 1`` when the
+    problem had no rollouts; None when that cannot be known."""
+    if "prm_scored" in record:
+        return int(record["prm_scored"])
+    if record.get("tree") and not record.get("rollout_tokens"):
+        return len(record["tree"]) - 1
+    return None
+
+
+def per_problem(records: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Means per problem of the compute axes: tree ``tokens``, ``rollout_tokens``,
+    ``generated_tokens`` (both) and ``prm_scored`` (None if any record cannot tell)."""
+    n = len(records) or 1
+    scored = [prm_scored(r) for r in records]
+    return {"tokens": sum(int(r["tokens"]) for r in records) / n,
+            "rollout_tokens": sum(int(r.get("rollout_tokens", 0)) for r in records) / n,
+            "generated_tokens": sum(generated_tokens(r) for r in records) / n,
+            "prm_scored": None if None in scored else sum(s for s in scored if s is not None) / n}
+
+
 def summarize(records: Iterable[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """Run summary over all problem records (those of resumed runs included)."""
     records = list(records)
@@ -199,6 +226,7 @@ def summarize(records: Iterable[dict[str, Any]], **extra: Any) -> dict[str, Any]
         "kv": run_kv(records),
         "tokens_generated": sum(r["tokens"] for r in records),
         **({"rollout_tokens": rollout} if rollout else {}),
+        "per_problem": per_problem(records),  # compute axes: tokens, PRM-scored items
         **extra,
     }
 

@@ -71,6 +71,7 @@ class _Live:
     pending: list[Expansion] = field(default_factory=list)
     nodes: int = 0  # generated nodes (tree and rollouts), for the budget check
     rollout_tokens: int = 0
+    prm_scored: int = 0  # items the PRM scored for this problem (tree steps and rollouts)
 
     @property
     def tree(self) -> Tree:
@@ -261,6 +262,8 @@ class Search:
             self.counters.prm_calls += 1
             for (_, child), score in zip(children, scores):
                 child.score = float(score)
+            for state, res in results:
+                state.prm_scored += sum(len(kids) for _, kids in res)
         if isinstance(self.strategies, BatchPreparer):
             self.strategies.prepare([c for _, res in results for e, kids in res if not e.rollout
                                      for c in kids if not c.finished])
@@ -352,9 +355,14 @@ class Search:
             "wall_time_s": time.perf_counter() - state.started,
             "start_index": state.start_index,
             "tree": tree.to_records(),
+            "prm_scored": state.prm_scored,
         }
         if state.rollout_tokens:
             record["rollout_tokens"] = state.rollout_tokens
+        if tree.rollouts:  # their compute (ets.compute); not part of the tree, width or KV
+            record["rollouts"] = [{"id": n.id, "parent": n.parent.id if n.parent else None,
+                                   "tokens": n.n_tokens, "score": n.score}
+                                  for n in tree.rollouts.values()]
         stats = state.strategy.stats()
         if stats:
             record["strategy"] = stats

@@ -43,12 +43,15 @@ METHODS: dict[str, list[str]] = {
 
 # Timings differ run to run; everything else must not.
 TIMING_KEYS = ("wall_time_s",)
+# Recorded since the golden files were made (``prm_scored``: tests/test_methods_compute.py).
+NEWER_KEYS = ("prm_scored",)
 
 
 def strip(record: dict[str, Any]) -> dict[str, Any]:
-    """The record without timings, and its tree rows without ETS ``cluster`` labels
-    (recorded since the golden files were made; everything else must be equal)."""
-    out = {k: v for k, v in record.items() if k not in TIMING_KEYS}
+    """The record without timings and ``NEWER_KEYS``, and its tree rows without ETS
+    ``cluster`` labels (recorded since the golden files were made; everything else must be
+    equal)."""
+    out = {k: v for k, v in record.items() if k not in TIMING_KEYS + NEWER_KEYS}
     if "tree" in out:
         out["tree"] = [{k: v for k, v in row.items() if k != "cluster"} for row in out["tree"]]
     return out
