@@ -38,6 +38,13 @@ METHODS: dict[str, str] = {
     "dvts": "selector=dvts",  # B trajectories: B/4 subtrees of 4
     "best_of_n": "selector=best_of_n expander=full",  # B whole samples, each scored once
     "ffs": "selector=ffs expander=fixed_tokens",  # B samples race in 64-token chunks, k=1
+    "ffs_sync": "selector=ffs_sync expander=fixed_tokens",  # B samples, all stop at the first finish
+    "ffs_async": "selector=ffs_async",  # B samples stepping; first = fewest tokens at finish
+    "beam_lookahead1": "selector=beam selector.lookahead=1",  # as beam + 1 greedy rollout step
+    "dvts_lookahead1": "selector=dvts selector.lookahead=1",  # as dvts + 1 greedy rollout step
+    "pf": "selector=pf",  # B particles, argmax pick (its_hub)
+    "pf_vote": "selector=pf selector.selection=vote",  # B particles, weighted vote
+    "pgibbs": "selector=pgibbs selector.num_iterations=2",  # 2 sweeps of B/2 particles
 }
 BACKEND = "paper"  # the KV the table and the KV plot use (the ETS paper's measure)
 
