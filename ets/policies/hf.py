@@ -35,7 +35,8 @@ from transformers import (
 )
 
 from ets.models import ModelUnavailable, resolve_model
-from ets.policies.formatting import PromptFormatter
+from ets.policies.formatting import PromptedPolicyConf, PromptFormatter
+from ets.schema import ModelDtype, num, schema
 from ets.types import Generation, GenRequest, Problem, Prompt
 
 log = logging.getLogger("ets.policies.hf")
@@ -288,3 +289,15 @@ class HFPolicy:
         if full.startswith(head):
             return full[len(head):]
         return self.tokenizer.decode(list(tokens), skip_special_tokens=True)
+
+
+@schema("policy", "hf", HFPolicy)
+class HFPolicyConf(PromptedPolicyConf):
+    """The transformers policy (:class:`HFPolicy`). Its presets switch engine with
+    ``policy._target_=ets.policies.vllm.VLLMPolicy`` (that class accepts and ignores
+    ``device`` and ``batch_size``)."""
+
+    model: str
+    dtype: ModelDtype
+    device: str  # cpu | cuda | cuda:N | auto (accelerate device map)
+    batch_size: int = num(ge=1)  # children per generate call

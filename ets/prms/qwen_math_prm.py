@@ -23,7 +23,8 @@ import torch
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
 
-from ets.prms.hf_base import HFPRM, last_index, steps_of, token_id
+from ets.prms.hf_base import HFPRM, HFPRMConf, last_index, steps_of, token_id
+from ets.schema import MISSING, Component, schema
 from ets.tree import Node
 from ets.types import Problem
 
@@ -102,3 +103,9 @@ class QwenMathPRM(HFPRM):
 
     def _reduce(self, outputs: Any) -> Any:
         return outputs.softmax(-1)[:, 1]
+
+
+@schema("prm", "qwen_math_prm", QwenMathPRM)
+class QwenMathPRMConf(HFPRMConf, Component):
+    system_prompt: str = ""  # __init__ requires it; the config's default is no system prompt
+    step_separator: str = MISSING  # the config must name it (__init__ defaults to "<extra_0>")

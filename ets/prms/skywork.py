@@ -29,7 +29,8 @@ import torch
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
 
-from ets.prms.hf_base import HFPRM, steps_of
+from ets.prms.hf_base import HFPRM, HFPRMConf, steps_of
+from ets.schema import Component, schema
 from ets.tree import Node
 from ets.types import Problem
 
@@ -98,3 +99,8 @@ class SkyworkPRM(HFPRM):
 
     def _reduce(self, outputs: Any) -> Any:
         return torch.sigmoid(outputs[:, 0])
+
+
+@schema("prm", "skywork", SkyworkPRM)
+class SkyworkPRMConf(HFPRMConf, Component):
+    step_token: str

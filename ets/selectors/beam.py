@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from enum import Enum
 
+from ets.schema import Component, num, schema
 from ets.tree import Node, Tree
 
 
@@ -41,3 +43,14 @@ class BeamSelector:
             counts[i] = min(self.beam_width, left)
             left -= counts[i]
         return counts
+
+
+class BeamVariant(str, Enum):  # noqa: UP042 - OmegaConf needs a plain str Enum
+    search_and_learn = "search_and_learn"
+    ets_reference = "ets_reference"
+
+
+@schema("selector", "beam", BeamSelector)
+class BeamConf(Component):
+    beam_width: int = num(ge=1)
+    variant: BeamVariant

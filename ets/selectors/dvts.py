@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ets.schema import Component, num, schema
 from ets.tree import Node, Tree
 
 
@@ -44,3 +45,8 @@ class DVTSSelector:
         for sub, i in best.items():
             counts[i] = max(0, shares[sub])
         return counts
+
+
+@schema("selector", "dvts", DVTSSelector)
+class DVTSConf(Component):
+    beam_width: int = num(ge=1)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import field
 from pathlib import Path
 from typing import Any
+
+from ets.schema import Component, schema
 
 
 class LocalTracker:
@@ -29,3 +32,8 @@ class LocalTracker:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+@schema("tracker", "base", LocalTracker)
+class TrackerConf(Component):
+    tags: list[str] = field(default_factory=list)
