@@ -6,10 +6,12 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ets.schema import Component, num, schema
+
+if TYPE_CHECKING:  # numpy is imported where used: registering the schema below stays cheap
+    import numpy as np
 
 #: The paper's embedding model and its cut (ALGORITHMS.md §3.4; needs the hub).
 PAPER_MODEL = "math-similarity/Bert-MLM_arXiv-MP-class_zbMath"
@@ -123,6 +125,8 @@ class SentenceEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-norm embeddings, one row per text."""
+        import numpy as np
+
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
             if self._model is None:
@@ -156,6 +160,7 @@ def cluster_labels(embeddings: np.ndarray, threshold: float) -> list[int]:
     n = len(embeddings)
     if n <= 1:
         return [0] * n
+    import numpy as np
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import pdist
 
