@@ -190,7 +190,7 @@ def _resolve(owner: str, key: str, tp: Any, declared: Any, target: type | None) 
     if value is FROM_INIT:
         value = _init_default(target, key) if target is not None else FROM_INIT
         if value is FROM_INIT:
-            where = f"{target.__qualname__}.__init__" if target is not None else "no target"
+            where = f"{target.__name__}.__init__" if target is not None else "no target"
             raise SchemaError(f"{owner}.{key}: no default written and none in {where}")
     enum = _enum_of(tp)
     if enum is not None and isinstance(value, str) and value != MISSING and not isinstance(value, enum):

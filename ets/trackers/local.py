@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from ets.schema import Component, schema
 class LocalTracker:
     """Writes per-depth aggregates next to the results; summary.json is written by the run."""
 
-    def __init__(self, tags: list[str] | None = None) -> None:
+    def __init__(self, tags: Sequence[str] = ()) -> None:
         self.tags = list(tags or [])
         self._fh = None
 
@@ -36,4 +36,4 @@ class LocalTracker:
 
 @schema("tracker", "base", LocalTracker)
 class TrackerConf(Component):
-    tags: list[str] = field(default_factory=list)
+    tags: list[str]
