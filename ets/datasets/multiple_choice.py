@@ -8,7 +8,8 @@ import zlib
 from collections.abc import Sequence
 
 from ets.datasets import select
-from ets.datasets.jsonl import DatasetError, JsonlDataset
+from ets.datasets.jsonl import DatasetError, JsonlDataset, JsonlDatasetKeys
+from ets.schema import schema
 from ets.types import Problem
 
 LETTERS = "ABCDEFGHIJ"
@@ -72,3 +73,13 @@ class MultipleChoiceDataset(JsonlDataset):
             return list(select(problems, self.shard, self.offset, self.limit))
         except ValueError as exc:
             raise DatasetError(str(exc)) from exc
+
+
+@schema("dataset", "multiple_choice", MultipleChoiceDataset)
+class MultipleChoiceDatasetConf(JsonlDatasetKeys):
+    """:class:`MultipleChoiceDataset` (GPQA): gold = a letter."""
+
+    correct_field: str
+    incorrect_fields: list[str]
+    choice_seed: int
+    template: str

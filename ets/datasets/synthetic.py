@@ -6,7 +6,8 @@ import math
 import random
 from typing import Any
 
-from ets.datasets import check_selection, select
+from ets.datasets import DatasetConf, check_selection, select
+from ets.schema import num, schema
 from ets.synthetic import profiles
 from ets.synthetic import world as W
 from ets.synthetic.moves import N_VALUES, PLAN_MOVES, VALUE_MIN
@@ -98,3 +99,10 @@ def _draw_distractors(rng: random.Random, gold: int) -> list[int]:
     slips = {gold + 1, gold - 1, gold + 10, gold - 10, 2 * gold, gold // 2, -gold}
     slips.discard(gold)
     return rng.sample(sorted(slips), W.N_DISTRACTORS)
+
+
+@schema("dataset", "synthetic", SyntheticDataset)
+class SyntheticDatasetConf(DatasetConf):
+    n: int = num(ge=1)
+    seed: int
+    profile: str | None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ets.schema import Component, num, schema
+
 
 class FixedTokensExpander:
     """No stop string; each expansion generates ``tokens`` tokens (or until EOS)."""
@@ -11,3 +13,8 @@ class FixedTokensExpander:
 
     def step_limits(self, remaining_tokens: int) -> tuple[list[str], int]:
         return [], min(self.tokens, remaining_tokens)
+
+
+@schema("expander", "fixed_tokens", FixedTokensExpander)
+class FixedTokensExpanderConf(Component):
+    tokens: int = num(ge=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ets.schema import Component, num, schema
+
 
 class StepExpander:
     """Stop each expansion at ``delimiter``, at most ``max_step_tokens`` tokens.
@@ -19,3 +21,9 @@ class StepExpander:
 
     def step_limits(self, remaining_tokens: int) -> tuple[list[str], int]:
         return [self.delimiter], min(self.max_step_tokens, remaining_tokens)
+
+
+@schema("expander", "step", StepExpander)
+class StepExpanderConf(Component):
+    delimiter: str
+    max_step_tokens: int = num(ge=1)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ets.kv.paper import KVConf
 from ets.kv.radix import prefix_blocks
+from ets.schema import num, schema
 from ets.tree import Node, Tree
 
 
@@ -44,3 +46,8 @@ class PagedKV:
         """
         full, partial = prefix_blocks(tree, live, self.block_size)
         return (full + partial) * self.block_size
+
+
+@schema("kv", "paged", PagedKV)
+class PagedKVConf(KVConf):
+    block_size: int = num(ge=1)

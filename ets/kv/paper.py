@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ets.schema import Component, schema
 from ets.tree import Node, Tree
 
 
@@ -38,3 +39,8 @@ class PaperKV:
                 total += len(node.token_ids)
                 node = node.parent
         return total
+
+
+@schema("kv", "base")
+class KVConf(Component):
+    """A backend without settings (``PaperKV``, ``ets.kv.radix.RadixKV``)."""

@@ -6,8 +6,11 @@ so the same preset gives the same prompt tokens whichever engine serves the mode
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import Any
 
+from ets.policies import PolicyConf
+from ets.schema import num
 from ets.types import Problem, Prompt
 
 
@@ -78,3 +81,20 @@ class PromptFormatter:
     def decode(self, token_ids: tuple[int, ...]) -> str:
         """Text of generated tokens (special tokens dropped, as engines do)."""
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+
+class PromptedPolicyConf(PolicyConf):
+    """Keys of the policies that format prompts with :class:`PromptFormatter` (transformers,
+    vLLM, OpenAI-compatible servers)."""
+
+    model: str  # a hub id or a folder; `smollm2`: the embedded SmolLM2-135M-Instruct
+    tokenizer: str | None  # None: the model's
+    revision: str | None
+    trust_remote_code: bool
+    use_chat_template: bool
+    prompt_template: str  # the user message (chat) or the whole prompt (plain)
+    system_prompt: str | None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    response_prefix: str  # text the answer starts with (e.g. "Step 1:")
+    temperature: float = num(ge=0)
+    top_p: float = num(gt=0, le=1)

@@ -26,16 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch  # OMP_WAIT_POLICY is set in ets/__init__.py, before any torch import
-from transformers import (
-    LogitsProcessor,
-    LogitsProcessorList,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
-
 from ets.models import ModelUnavailable, resolve_model
-from ets.policies.formatting import PromptFormatter
+from ets.policies.formatting import PromptedPolicyConf, PromptFormatter
+from ets.schema import ModelDtype, num, schema
 from ets.types import Generation, GenRequest, Problem, Prompt
 
 log = logging.getLogger("ets.policies.hf")
@@ -59,11 +52,18 @@ def child_seed(request_seed: int, child: int) -> int:
     return (request_seed * 1_000_003 + child) & 0x7FFF_FFFF_FFFF_FFFF
 
 
-class _RowSampler(LogitsProcessor):
-    """A logits processor that samples each row with its own generator (or greedily)."""
+class _RowSampler:
+    """A logits processor that samples each row with its own generator (or greedily).
+
+    Not a subclass of transformers' ``LogitsProcessor`` (nor ``_RowStopper`` of
+    ``StoppingCriteria``): ``generate`` only calls them, and this module must import
+    without torch (``ets.config.register_configs`` imports it for its schema).
+    """
 
     def __init__(self, seeds: Sequence[int], temperature: float | Sequence[float], top_p: float,
                  device: Any) -> None:
+        import torch  # OMP_WAIT_POLICY is set in ets/__init__.py, before any torch import
+
         # One temperature for every row, or one per row (requests may ask for greedy steps).
         self.temperature: float | list[float] = (
             temperature if isinstance(temperature, (int, float)) else list(temperature))
@@ -72,6 +72,8 @@ class _RowSampler(LogitsProcessor):
         self.logprobs: list[Any] = []  # one [rows] tensor per step: log p(chosen token)
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
         logp = torch.log_softmax(scores.float(), dim=-1)
         if isinstance(self.temperature, list):
             chosen = logp.argmax(dim=-1)
@@ -87,6 +89,8 @@ class _RowSampler(LogitsProcessor):
         return out.scatter(-1, chosen[:, None], 0.0)
 
     def _sample(self, scores: Any, temperature: float, generators: Sequence[Any]) -> Any:
+        import torch
+
         probs = torch.softmax(scores.float() / temperature, dim=-1)
         if self.top_p < 1.0:
             sorted_p, order = probs.sort(dim=-1, descending=True)
@@ -96,7 +100,7 @@ class _RowSampler(LogitsProcessor):
                             for i, g in enumerate(generators)])
 
 
-class _RowStopper(StoppingCriteria):
+class _RowStopper:
     """A stopping criterion with a per-row token limit, EOS set and stop strings."""
 
     def __init__(self, tokenizer: Any, start: int, rows: Sequence[_Row], eos: set[int]) -> None:
@@ -106,6 +110,8 @@ class _RowStopper(StoppingCriteria):
         self.ended: list[tuple[int, str] | None] = [None] * len(rows)
 
     def __call__(self, input_ids: Any, scores: Any, **_: Any) -> Any:
+        import torch
+
         n = input_ids.shape[1] - self.start
         for i, row in enumerate(self.rows):
             if self.ended[i] is None and n > 0:
@@ -196,6 +202,7 @@ class HFPolicy:
         return self._model
 
     def _load_model(self) -> Any:
+        import torch
         from transformers import AutoModelForCausalLM, GenerationConfig
 
         dtype = self.dtype if self.dtype == "auto" else getattr(torch, self.dtype)
@@ -254,6 +261,9 @@ class HFPolicy:
 
     # ---- one batch --------------------------------------------------------------------
     def _generate_batch(self, rows: Sequence[_Row]) -> list[Generation]:
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
         model = self.model
         width = max(len(r.context) for r in rows)
         pad = self.tokenizer.pad_token_id
@@ -288,3 +298,15 @@ class HFPolicy:
         if full.startswith(head):
             return full[len(head):]
         return self.tokenizer.decode(list(tokens), skip_special_tokens=True)
+
+
+@schema("policy", "hf", HFPolicy)
+class HFPolicyConf(PromptedPolicyConf):
+    """The transformers policy (:class:`HFPolicy`). Its presets switch engine with
+    ``policy._target_=ets.policies.vllm.VLLMPolicy`` (that class accepts and ignores
+    ``device`` and ``batch_size``)."""
+
+    model: str
+    dtype: ModelDtype
+    device: str  # cpu | cuda | cuda:N | auto (accelerate device map)
+    batch_size: int = num(ge=1)  # children per generate call

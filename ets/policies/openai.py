@@ -31,8 +31,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ets.policies.formatting import PromptFormatter
+from ets.policies.formatting import PromptedPolicyConf, PromptFormatter
 from ets.policies.vllm import COUNTERS, context_finish, map_finish_reason
+from ets.schema import num, schema
 from ets.types import Generation, GenRequest, Problem, Prompt
 
 log = logging.getLogger("ets.policies.openai")
@@ -276,3 +277,17 @@ class OpenAIPolicy:
         out.update(kv_tokens=max(kv), kv_tokens_mean=sum(kv) / len(kv), kv_capacity_tokens=capacity)
         out.update({k: float(v) for k, v in self.stats.items()})
         return out
+
+
+@schema("policy", "openai", OpenAIPolicy)
+class OpenAIPolicyConf(PromptedPolicyConf):
+    """An OpenAI-compatible completions server (:class:`OpenAIPolicy`)."""
+
+    base_url: str
+    api_key_env: str | None  # the environment variable holding the key (never the key)
+    timeout_s: float = num(gt=0)
+    concurrency: int = num(ge=1)  # requests in flight
+    send_token_ids: bool | None  # None: try token ids, fall back to text if the server refuses
+    vllm_extensions: bool  # vLLM's extra fields (stop string kept, token ids returned)
+    max_retries: int = num(ge=0)
+    metrics: bool  # read the server's /metrics (vLLM) for engine KV numbers

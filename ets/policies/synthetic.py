@@ -6,6 +6,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from ets.policies import PolicyConf
+from ets.schema import num, schema
 from ets.synthetic import profiles
 from ets.synthetic import world as W
 from ets.synthetic.dynamics import Dynamics, ProblemSpec, root_state
@@ -203,3 +205,17 @@ class SyntheticPolicy:
             if st["done"]:
                 return Generation("".join(texts), tuple(ids), -0.3 * used, "eos"), st
         return Generation("".join(texts), tuple(ids), -0.3 * used, "length"), st
+
+
+@schema("policy", "synthetic", SyntheticPolicy)
+class SyntheticPolicyConf(PolicyConf):
+    seed: int
+    profile: str | None  # ets.synthetic.profiles; None values below come from it
+    base_error: float = num(ge=0, le=1)
+    error_slope: float = num(ge=0)
+    loop_base: float | None = num(ge=0, le=1)
+    loop_slope: float | None = num(ge=0)
+    detour_correct: float = num(ge=0, le=1)
+    detour_wrong: float = num(ge=0, le=1)
+    n_paraphrases: int = num(ge=1)
+    n_variants: int | None = num(ge=1)

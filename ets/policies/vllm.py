@@ -20,9 +20,11 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import field
 from typing import Any
 
-from ets.policies.formatting import PromptFormatter
+from ets.policies.formatting import PromptedPolicyConf, PromptFormatter
+from ets.schema import ModelDtype, num, schema
 from ets.types import Generation, GenRequest, Problem, Prompt
 
 log = logging.getLogger("ets.policies.vllm")
@@ -474,3 +476,22 @@ class VLLMPolicy:
         metrics["kv_capacity_tokens"] = float(self._engine.kv_capacity)
         metrics.update({k: float(v) for k, v in self.stats.items()})
         return metrics
+
+
+@schema("policy", "vllm", VLLMPolicy)
+class VLLMPolicyConf(PromptedPolicyConf):
+    """The offline vLLM engine (:class:`VLLMPolicy`); None = vLLM's default."""
+
+    dtype: ModelDtype
+    tensor_parallel_size: int = num(ge=1)
+    gpu_memory_utilization: float = num(gt=0, le=1)  # lower it (e.g. 0.6) when prm=vllm_reward shares the GPU
+    max_model_len: int | None = num(ge=1)
+    block_size: int | None = num(ge=1)  # vLLM's default: 16 on GPU, 128 on CPU
+    enable_prefix_caching: bool
+    enforce_eager: bool
+    seed: int
+    swap_space: float | None = num(ge=0)  # gone since vLLM 0.18; only passed where the engine has it
+    cpu_kv_space_gb: float | None = num(gt=0)  # CPU only: VLLM_CPU_KVCACHE_SPACE (whole GiB)
+    in_process: bool | None  # True: engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0)
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # any other vllm.LLM keyword
+    share_engine: bool  # runs in one process reuse an engine with the same settings

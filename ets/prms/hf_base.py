@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any
 
 from ets.models import ModelUnavailable, resolve_model
+from ets.schema import ModelDtype, num
 from ets.tree import Node
 from ets.types import Problem
 
@@ -224,3 +225,19 @@ class HFPRM:
 
 
 __all__ = ["HFPRM", "as_str", "last_index", "pair_probability", "steps_of", "token_id"]
+
+
+class PaddingSide(str, Enum):  # noqa: UP042 - OmegaConf needs a plain str Enum
+    right = "right"
+    left = "left"
+
+
+class HFPRMConf:
+    """Keys of every transformers PRM (:class:`HFPRM`); each PRM's schema extends this."""
+
+    model: str
+    tokenizer: str | None
+    device: str
+    dtype: ModelDtype
+    batch_size: int = num(ge=1)
+    padding_side: PaddingSide

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ets.prms.hf_base import HFPRM, pair_probability, steps_of, token_id
+from ets.prms.hf_base import HFPRM, HFPRMConf, pair_probability, steps_of, token_id
+from ets.schema import Component, schema
 from ets.tree import Node
 from ets.types import Problem
 
@@ -76,3 +77,14 @@ class JudgePRM(HFPRM):
 
     def _reduce(self, outputs: Any) -> Any:
         return pair_probability(outputs, self.yes_ids, self.no_ids)
+
+
+@schema("prm", "judge", JudgePRM)
+class JudgePRMConf(HFPRMConf, Component):
+    user_template: str
+    system_prompt: str
+    no_previous: str
+    step_join: str
+    answer_prefix: str
+    yes_tokens: list[str]
+    no_tokens: list[str]

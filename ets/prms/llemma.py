@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ets.prms.tagged import TaggedPRM
+from ets.prms.tagged import TaggedPRM, TaggedPRMConf
+from ets.schema import Component, schema
 
 
 class LlemmaPRM(TaggedPRM):
@@ -34,3 +35,8 @@ class LlemmaPRM(TaggedPRM):
         import torch
 
         return torch.sigmoid(outputs.mean(-1))
+
+
+@schema("prm", "llemma", LlemmaPRM)
+class LlemmaPRMConf(TaggedPRMConf, Component):
+    pass

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ets.schema import Component, schema
 from ets.tree import Node
 from ets.types import Problem
 
@@ -41,3 +42,8 @@ class LogprobPRM:
         if node.n_tokens == 0:
             return EMPTY_STEP_SCORE
         return math.exp(min(0.0, node.logprob) / node.n_tokens)
+
+
+@schema("prm", "logprob", LogprobPRM)
+class LogprobPRMConf(Component):
+    pass

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from ets.prms.hf_base import pair_probability, token_id
-from ets.prms.tagged import TaggedPRM
+from ets.prms.tagged import TaggedPRM, TaggedPRMConf
+from ets.schema import Component, schema
 
 
 class MathShepherdPRM(TaggedPRM):
@@ -36,3 +37,9 @@ class MathShepherdPRM(TaggedPRM):
 
     def _reduce(self, outputs: Any) -> Any:
         return pair_probability(outputs, [self.good_id], [self.bad_id])
+
+
+@schema("prm", "math_shepherd", MathShepherdPRM)
+class MathShepherdPRMConf(TaggedPRMConf, Component):
+    good_token: str
+    bad_token: str

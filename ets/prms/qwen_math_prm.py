@@ -17,49 +17,64 @@ missing weights instead of silently initialising them.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-import torch
-from transformers.modeling_outputs import TokenClassifierOutput
-from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
-
-from ets.prms.hf_base import HFPRM, last_index, steps_of, token_id
+from ets.prms.hf_base import HFPRM, HFPRMConf, last_index, steps_of, token_id
+from ets.schema import MISSING, Component, schema
 from ets.tree import Node
 from ets.types import Problem
 
 NUM_LABELS = 2
 
 
-class Qwen2ProcessRewardModel(Qwen2PreTrainedModel):
-    """``Qwen2Model`` + the 2-class MLP head of Qwen2.5-Math-PRM (no remote code)."""
+@functools.cache
+def _model_class() -> type:
+    """:class:`Qwen2ProcessRewardModel`, defined on first use: torch and transformers are imported here, not
+    at module level (``ets.config.register_configs`` imports this module for its
+    schema, and start-up must stay cheap)."""
+    import torch
+    from transformers.modeling_outputs import TokenClassifierOutput
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
 
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self.model = Qwen2Model(config)
-        h = config.hidden_size
-        self.score = torch.nn.Sequential(
-            torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, NUM_LABELS)
-        )
-        self.post_init()
+    class Qwen2ProcessRewardModel(Qwen2PreTrainedModel):
+        """``Qwen2Model`` + the 2-class MLP head of Qwen2.5-Math-PRM (no remote code)."""
 
-    def forward(
-        self,
-        input_ids: Any = None,
-        attention_mask: Any = None,
-        position_ids: Any = None,
-        logits_to_keep: Any = 0,
-        **kwargs: Any,
-    ) -> TokenClassifierOutput:
-        kwargs.pop("use_cache", None)
-        hidden = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
-            **kwargs,
-        ).last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        return TokenClassifierOutput(logits=self.score(hidden[:, keep, :]))
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            self.model = Qwen2Model(config)
+            h = config.hidden_size
+            self.score = torch.nn.Sequential(
+                torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, NUM_LABELS)
+            )
+            self.post_init()
+
+        def forward(
+            self,
+            input_ids: Any = None,
+            attention_mask: Any = None,
+            position_ids: Any = None,
+            logits_to_keep: Any = 0,
+            **kwargs: Any,
+        ) -> TokenClassifierOutput:
+            kwargs.pop("use_cache", None)
+            hidden = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+                **kwargs,
+            ).last_hidden_state
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            return TokenClassifierOutput(logits=self.score(hidden[:, keep, :]))
+
+    return Qwen2ProcessRewardModel
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Qwen2ProcessRewardModel":  # the model class, built on first use
+        return _model_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class QwenMathPRM(HFPRM):
@@ -80,7 +95,7 @@ class QwenMathPRM(HFPRM):
         self.separator_id = token_id(tokenizer, self.step_separator, "step_separator")
 
     def _load_model(self, where: str, dtype: Any) -> Any:
-        model, info = Qwen2ProcessRewardModel.from_pretrained(where, dtype=dtype, output_loading_info=True)
+        model, info = _model_class().from_pretrained(where, dtype=dtype, output_loading_info=True)
         if info["missing_keys"]:
             raise ValueError(
                 f"{where} lacks weights of the PRM head/backbone: {sorted(info['missing_keys'])[:8]}"
@@ -102,3 +117,9 @@ class QwenMathPRM(HFPRM):
 
     def _reduce(self, outputs: Any) -> Any:
         return outputs.softmax(-1)[:, 1]
+
+
+@schema("prm", "qwen_math_prm", QwenMathPRM)
+class QwenMathPRMConf(HFPRMConf, Component):
+    system_prompt: str = ""  # __init__ requires it; the config's default is no system prompt
+    step_separator: str = MISSING  # the config must name it (__init__ defaults to "<extra_0>")

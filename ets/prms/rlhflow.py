@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ets.prms.hf_base import HFPRM, last_index, pair_probability, steps_of, token_id
+from ets.prms.hf_base import HFPRM, HFPRMConf, last_index, pair_probability, steps_of, token_id
+from ets.schema import Component, schema
 from ets.tree import Node
 from ets.types import Problem
 
@@ -59,3 +60,10 @@ class RLHFlowPRM(HFPRM):
 
     def _reduce(self, outputs: Any) -> Any:
         return pair_probability(outputs, [self.good_id], [self.bad_id])
+
+
+@schema("prm", "rlhflow", RLHFlowPRM)
+class RLHFlowPRMConf(HFPRMConf, Component):
+    good_token: str
+    bad_token: str
+    question_join: str

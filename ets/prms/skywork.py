@@ -23,43 +23,58 @@ saves) and refuse to run with missing weights. Not checked against the hub files
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-import torch
-from transformers.modeling_outputs import TokenClassifierOutput
-from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
-
-from ets.prms.hf_base import HFPRM, steps_of
+from ets.prms.hf_base import HFPRM, HFPRMConf, steps_of
+from ets.schema import Component, schema
 from ets.tree import Node
 from ets.types import Problem
 
 
-class _ValueHead(torch.nn.Module):
-    def __init__(self, hidden: int) -> None:
-        super().__init__()
-        self.summary = torch.nn.Linear(hidden, 1)
+@functools.cache
+def _model_class() -> type:
+    """:class:`SkyworkValueModel`, defined on first use: torch and transformers are imported here, not
+    at module level (``ets.config.register_configs`` imports this module for its
+    schema, and start-up must stay cheap)."""
+    import torch
+    from transformers.modeling_outputs import TokenClassifierOutput
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
 
-    def forward(self, hidden: Any) -> Any:
-        # the reference upcasts to the head's dtype before the projection
-        return self.summary(hidden.to(self.summary.weight.dtype))
+    class _ValueHead(torch.nn.Module):
+        def __init__(self, hidden: int) -> None:
+            super().__init__()
+            self.summary = torch.nn.Linear(hidden, 1)
+
+        def forward(self, hidden: Any) -> Any:
+            # the reference upcasts to the head's dtype before the projection
+            return self.summary(hidden.to(self.summary.weight.dtype))
 
 
-class SkyworkValueModel(Qwen2PreTrainedModel):
-    """``Qwen2Model`` + Skywork's value head (the logit of the step being right)."""
+    class SkyworkValueModel(Qwen2PreTrainedModel):
+        """``Qwen2Model`` + Skywork's value head (the logit of the step being right)."""
 
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self.model = Qwen2Model(config)
-        self.v_head = _ValueHead(config.hidden_size)
-        self.post_init()
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            self.model = Qwen2Model(config)
+            self.v_head = _ValueHead(config.hidden_size)
+            self.post_init()
 
-    def forward(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
-                logits_to_keep: Any = 0, **kwargs: Any) -> TokenClassifierOutput:
-        kwargs.pop("use_cache", None)
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids, use_cache=False, **kwargs).last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        return TokenClassifierOutput(logits=self.v_head(hidden[:, keep, :]))
+        def forward(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
+                    logits_to_keep: Any = 0, **kwargs: Any) -> TokenClassifierOutput:
+            kwargs.pop("use_cache", None)
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                position_ids=position_ids, use_cache=False, **kwargs).last_hidden_state
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            return TokenClassifierOutput(logits=self.v_head(hidden[:, keep, :]))
+
+    return SkyworkValueModel
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SkyworkValueModel":  # the model class, built on first use
+        return _model_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class SkyworkPRM(HFPRM):
@@ -82,7 +97,7 @@ class SkyworkPRM(HFPRM):
         self.step_token_id = tokenizer.encode(self.step_token)[-1]
 
     def _load_model(self, where: str, dtype: Any) -> Any:
-        model, info = SkyworkValueModel.from_pretrained(where, dtype=dtype, output_loading_info=True)
+        model, info = _model_class().from_pretrained(where, dtype=dtype, output_loading_info=True)
         if info["missing_keys"]:
             raise ValueError(f"{where} lacks weights of the Skywork PRM (backbone/value head): "
                              f"{sorted(info['missing_keys'])[:8]}")
@@ -97,4 +112,11 @@ class SkyworkPRM(HFPRM):
         return ids
 
     def _reduce(self, outputs: Any) -> Any:
+        import torch
+
         return torch.sigmoid(outputs[:, 0])
+
+
+@schema("prm", "skywork", SkyworkPRM)
+class SkyworkPRMConf(HFPRMConf, Component):
+    step_token: str

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from statistics import NormalDist
 from typing import Any
 
+from ets.schema import Component, num, schema
 from ets.synthetic import profiles
 from ets.synthetic.dynamics import ProblemSpec, read_path
 from ets.synthetic.world import GOLDEN, M64, mix64, str_key
@@ -142,3 +143,13 @@ class SyntheticPRM:
         signal = self._w_signal * (0.5 if st["ok"] else -0.5)
         z = self.bias + self.scale * (signal + self._w_noise * g + 0.02 * (u - 0.5))
         return 1.0 / (1.0 + math.exp(-z))
+
+
+@schema("prm", "synthetic", SyntheticPRM)
+class SyntheticPRMConf(Component):
+    quality: float = num(ge=0)
+    seed: int
+    profile: str | None
+    scale: float | None = num(gt=0)
+    rho: float | None = num(ge=0)
+    bias: float | None

@@ -11,9 +11,10 @@ that holds the tag's first character, ``last`` the tag's last token.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
-from ets.prms.hf_base import HFPRM, as_str, steps_of
+from ets.prms.hf_base import HFPRM, HFPRMConf, as_str, steps_of
 from ets.tree import Node
 from ets.types import Problem
 
@@ -57,3 +58,17 @@ class TaggedPRM(HFPRM):
     def _encode(self, problem: Problem, node: Node) -> list[int]:
         text, tag_at = self.render(problem, node)
         return self._tokens_to_char(text, tag_at, first=self.score_at == "first")
+
+
+class TagPosition(str, Enum):  # noqa: UP042 - OmegaConf needs a plain str Enum
+    first = "first"
+    last = "last"
+
+
+class TaggedPRMConf(HFPRMConf):
+    """Keys of the step-tag PRMs (:class:`TaggedPRM`)."""
+
+    prompt_template: str = "{question}"  # __init__ requires it; the config has a default
+    step_tag: str
+    step_join: str
+    score_at: TagPosition

@@ -17,11 +17,14 @@ picked here. A step's score is column ``label_index`` of its row after ``activat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import field
+from enum import Enum
 from typing import Any
 
 from ets.answers import AGGREGATIONS, aggregate
 from ets.policies.vllm import Engine, engine_env, open_engine
 from ets.prms.hf_base import as_str, steps_of, token_id
+from ets.schema import Aggregation, Component, ModelDtype, num, schema
 from ets.tree import Node
 from ets.types import Problem
 
@@ -136,3 +139,38 @@ class VLLMRewardPRM:
         elif self.activation == "sigmoid":
             rows = rows.sigmoid()
         return float(aggregate(rows[:, self.label_index].tolist(), self.step_score))
+
+
+class RewardActivation(str, Enum):  # noqa: UP042 - OmegaConf needs a plain str Enum
+    softmax = "softmax"
+    sigmoid = "sigmoid"
+    none = "none"
+
+
+@schema("prm", "vllm_reward", VLLMRewardPRM)
+class VLLMRewardPRMConf(Component):
+    """A PRM served by vLLM as a pooling model (:class:`VLLMRewardPRM`)."""
+
+    model: str
+    tokenizer: str | None
+    revision: str | None
+    trust_remote_code: bool
+    dtype: ModelDtype
+    tensor_parallel_size: int = num(ge=1)
+    gpu_memory_utilization: float = num(gt=0, le=1)
+    max_model_len: int | None = num(ge=1)
+    enforce_eager: bool
+    cpu_kv_space_gb: float | None = num(gt=0)
+    in_process: bool | None
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # any other vllm.LLM keyword
+    share_engine: bool
+    use_chat_template: bool
+    system_prompt: str | None
+    prompt_template: str
+    step_separator: str
+    step_join: str
+    strip_steps: bool
+    score_token: str | None  # None: step_separator
+    label_index: int = num(ge=0)  # column of the head's output read as the step's score
+    activation: RewardActivation
+    step_score: Aggregation  # over the path's steps

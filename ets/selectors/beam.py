@@ -5,7 +5,9 @@ further greedy steps; :mod:`ets.core.lookahead` runs them)."""
 from __future__ import annotations
 
 import math
+from enum import Enum
 
+from ets.schema import Component, num, schema
 from ets.tree import Node, Tree
 
 
@@ -60,3 +62,15 @@ class BeamSelector:
             counts[i] = min(self.beam_width, left)
             left -= counts[i]
         return counts
+
+
+class BeamVariant(str, Enum):  # noqa: UP042 - OmegaConf needs a plain str Enum
+    search_and_learn = "search_and_learn"
+    ets_reference = "ets_reference"
+
+
+@schema("selector", "beam", BeamSelector)
+class BeamConf(Component):
+    beam_width: int = num(ge=1)
+    variant: BeamVariant
+    lookahead: int = num(ge=0)  # greedy look-ahead steps ranking each candidate (ets.core.lookahead)

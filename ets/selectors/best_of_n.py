@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ets.schema import Component, schema
 from ets.tree import Node, Tree
 
 
@@ -11,3 +12,8 @@ class BestOfNSelector:
 
     def select(self, candidates: list[Node], width: int, tree: Tree) -> list[int]:
         return [1 if i < width else 0 for i in range(len(candidates))]
+
+
+@schema("selector", "best_of_n", BestOfNSelector)
+class BestOfNConf(Component):
+    pass

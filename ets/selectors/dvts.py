@@ -4,6 +4,7 @@ optionally with look-ahead (``lookahead=k``, as search-and-learn's
 
 from __future__ import annotations
 
+from ets.schema import Component, num, schema
 from ets.tree import Node, Tree
 
 
@@ -60,3 +61,9 @@ class DVTSSelector:
         for sub, i in best.items():
             counts[i] = max(0, shares[sub])
         return counts
+
+
+@schema("selector", "dvts", DVTSSelector)
+class DVTSConf(Component):
+    beam_width: int = num(ge=1)
+    lookahead: int = num(ge=0)  # greedy look-ahead steps ranking each candidate (ets.core.lookahead)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
+from enum import Enum
 from typing import Any
 
 from ets.cluster import cluster_labels
+from ets.schema import num, schema
 from ets.selectors.allocation import rebase_allocation, softmax_weights
 from ets.selectors.ets_ilp import ETSInstance, Solution, solve_cpsat
+from ets.selectors.rebase import RebaseConf
 from ets.tree import Node, Tree
 
 # Reference quirk: with lambda_b = 0 the reference sets a tiny negative cost, i.e. a
@@ -378,3 +381,30 @@ def _labels(candidates: list[Node], clusters: list[int] | None, coverage: bool) 
     if clusters is not None:
         return clusters
     return _text_labels(candidates) if coverage else None
+
+
+class NodeCost(str, Enum):  # noqa: UP042 - OmegaConf needs a plain str Enum
+    uniform = "uniform"
+    tokens = "tokens"
+
+
+class MinChildRule(str, Enum):  # noqa: UP042 (ETSSelector.guaranteed)
+    representative = "representative"
+    cluster = "cluster"
+    every = "every"
+
+
+@schema("selector", "ets", ETSSelector)
+class ETSConf(RebaseConf):
+    lambda_: float = num(1.0, ge=0)  # the key `lambda`; ETSSelector takes it through **options
+    coverage_weight: float = num(ge=0)
+    node_cost: NodeCost
+    min_one_child: bool
+    min_child_rule: MinChildRule  # with min_one_child: who gets the guaranteed child
+    zero_lambda_quirk: bool
+    cluster_threshold: float | None = num(ge=0)  # None: selector.embedder.threshold
+    time_limit_s: float = num(gt=0)
+    num_workers: int = num(ge=1)
+    objective_scale: int = num(ge=1)
+    presolve: bool  # exact reductions before CP-SAT (false: solve the whole program)
+    embedder: Any

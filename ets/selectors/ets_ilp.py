@@ -23,8 +23,6 @@ import itertools
 import time
 from dataclasses import dataclass
 
-from ortools.sat.python import cp_model_helper as cmh
-
 
 @dataclass
 class ETSInstance:
@@ -278,6 +276,10 @@ def solve_cpsat(
     which makes the allocation plain REBASE. When presolve decides every candidate
     the status is ``OPTIMAL`` and the solver is not called.
     """
+    # ortools is imported here, not at module level: registering the config schemas
+    # imports this module (ets.config.register_configs), and start-up must stay cheap.
+    from ortools.sat.python import cp_model_helper as cmh
+
     start = time.perf_counter()
     red = presolve(inst, rules=reduce)
     x = [v for v in red.cand_var if v >= 0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ets.schema import Component, num, schema
 from ets.tree import Node, Tree
 
 
@@ -29,3 +30,8 @@ class FFSSelector:
         """The first ``k`` finished trajectories that carry an answer (fewest tokens first)."""
         done = [n for n in tree.finished() if n.answer is not None]
         return sorted(done, key=lambda n: (n.cum_tokens, n.id))[: self.k]
+
+
+@schema("selector", "ffs", FFSSelector)
+class FFSConf(Component):
+    k: int = num(ge=1)

@@ -51,6 +51,7 @@ import random
 from typing import Any
 
 from ets.protocols import Budget, Expansion
+from ets.schema import Component, schema
 from ets.tree import Node, Tree
 from ets.types import Problem
 
@@ -162,3 +163,9 @@ class AsyncFFS(FirstFinish):
 
     def __init__(self) -> None:
         super().__init__("async")
+
+
+@schema("selector", "ffs_sync", SyncFFS)
+@schema("selector", "ffs_async", AsyncFFS)
+class FirstFinishConf(Component):
+    """``selector=ffs_sync`` / ``ffs_async``: N = ``search.width``; no other key."""

@@ -95,10 +95,12 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 from ets.answers import AGGREGATIONS, aggregate
 from ets.protocols import Budget, Expansion
+from ets.schema import Aggregation, Component, num, schema
 from ets.tree import Node, Tree
 from ets.types import Problem
 
@@ -395,10 +397,45 @@ class ParticleGibbs(ParticleFilter):
 
     name = "pgibbs"
 
-    def __init__(self, num_iterations: int = 2, num_ref_particles: int = 1,
+    def __init__(self, num_iterations: int = 1, num_ref_particles: int = 1,
                  ref_weight: str = "final", final_resample: bool = True, **kw: Any) -> None:
         super().__init__(final_resample=final_resample, **kw)
         self.cfg = replace(self.cfg, num_iterations=num_iterations,
                            num_ref_particles=num_ref_particles,
                            ref_weight=str(getattr(ref_weight, "value", ref_weight)))
         self.cfg.check()
+
+
+class PFSelection(str, Enum):  # noqa: UP042 - OmegaConf needs a plain str Enum (SELECTIONS)
+    argmax = "argmax"
+    sample = "sample"
+    vote = "vote"
+
+
+class RefWeight(str, Enum):  # noqa: UP042 - OmegaConf needs a plain str Enum (REF_WEIGHTS)
+    final = "final"
+    prefix = "prefix"
+
+
+@schema("selector", "pf", ParticleFilter)
+class ParticleFilterConf(Component):
+    """``selector=pf``: defaults (from ``ParticleFilter.__init__``) are the references'."""
+
+    aggregation: Aggregation
+    softmax_temperature: float = num(gt=0)
+    resample_inactive: bool
+    max_steps: int = num(ge=1)
+    selection: PFSelection
+    anneal_start: float = num(gt=0)
+    anneal_end: float = num(gt=0)
+    anneal_steps: int = num(ge=0)  # 0: no annealing
+    final_resample: bool
+
+
+@schema("selector", "pgibbs", ParticleGibbs)
+class ParticleGibbsConf(ParticleFilterConf):
+    """``selector=pgibbs``: its_hub's sweeps and reference particles."""
+
+    num_iterations: int = num(ge=1)
+    num_ref_particles: int = num(ge=1)
+    ref_weight: RefWeight

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ets.schema import Component, num, schema
 from ets.selectors.allocation import rebase_allocation
 from ets.tree import Node, Tree
 
@@ -18,3 +19,8 @@ class RebaseSelector:
 
     def select(self, candidates: list[Node], width: int, tree: Tree) -> list[int]:
         return rebase_allocation([c.score or 0.0 for c in candidates], width, self.temperature)
+
+
+@schema("selector", "rebase", RebaseSelector)
+class RebaseConf(Component):
+    temperature: float = num(gt=0)

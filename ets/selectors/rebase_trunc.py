@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import math
 
+from ets.schema import num, schema
 from ets.selectors.allocation import _CEIL_EPS, rebase_allocation
+from ets.selectors.rebase import RebaseConf
 from ets.tree import Node, Tree
 
 
@@ -81,3 +83,8 @@ class RebaseTruncSelector:
     def select(self, candidates: list[Node], width: int, tree: Tree) -> list[int]:
         return truncated_rebase_allocation([c.score or 0.0 for c in candidates], width,
                                            self.temperature, self.truncate_ratio)
+
+
+@schema("selector", "rebase_trunc", RebaseTruncSelector)
+class RebaseTruncConf(RebaseConf):
+    truncate_ratio: float = num(gt=0, le=1)

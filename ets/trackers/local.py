@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ets.schema import Component, schema
 
 
 class LocalTracker:
     """Writes per-depth aggregates next to the results; summary.json is written by the run."""
 
-    def __init__(self, tags: list[str] | None = None) -> None:
+    def __init__(self, tags: Sequence[str] = ()) -> None:
         self.tags = list(tags or [])
         self._fh = None
 
@@ -29,3 +32,8 @@ class LocalTracker:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+@schema("tracker", "base", LocalTracker)
+class TrackerConf(Component):
+    tags: list[str]

@@ -12,13 +12,15 @@ import json
 import os
 import socket
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 from ets.compute import flat_metrics
 from ets.results import VOTES, read_records
-from ets.trackers.local import LocalTracker
+from ets.schema import schema
+from ets.trackers.local import LocalTracker, TrackerConf
 
 _GROUP_MAX = 128
 
@@ -226,3 +228,25 @@ class WandbTracker:
                 point, "kv_mean", "accuracy",
                 title=f"accuracy (weighted majority) vs mean KV ({head}), one point per run"),
         })
+
+
+class WandbMode(str, Enum):  # noqa: UP042 - OmegaConf needs a plain str Enum
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+@schema("tracker", "wandb", WandbTracker)
+class WandbTrackerConf(TrackerConf):
+    """W&B logging; the API key is read from ``WANDB_API_KEY`` only, never from config.
+
+    ``mode=None``: ``WANDB_MODE`` if set, else online with a key, offline without one.
+    ``group=None``: the sweep dir for sweeps, ``name`` otherwise. ``dir=None``:
+    ``WANDB_DIR`` if set, else the run dir.
+    """
+
+    project: str
+    entity: str | None
+    group: str | None
+    mode: WandbMode | None
+    dir: str | None
