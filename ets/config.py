@@ -123,6 +123,41 @@ ETSConf.__name__ = ETSConf.__qualname__ = "ETSConf"
 
 
 @dataclass
+class MCTSPUCTConf(Component):
+    """``ets.selectors.mcts_puct.MCTSPUCTStrategies`` (OpenR ``vanila_mcts``)."""
+
+    num_path: int | None = _num(None, ge=1)  # None: search.width
+    tree_max_width: int = _num(4, ge=1)
+    tree_max_depth: int = _num(50, ge=1)
+    pb_c_base: float = _num(19652.0, gt=0)
+    pb_c_init: float = _num(1.25, ge=0)
+    temperature: float | None = _num(0.7, ge=0)  # None: the policy's
+    select_by_prior: bool = False
+    dedup: bool = True
+    drop_truncated: bool = True
+    finalists: str = field(default="paths", metadata={"choices": ("paths", "tree")})
+
+
+@dataclass
+class MCTSUCTConf(Component):
+    """``ets.selectors.mcts_uct.MCTSUCTStrategies`` (llm-reasoners ``MCTS``)."""
+
+    n_iters: int | None = _num(None, ge=1)  # None: search.width
+    n_actions: int = _num(4, ge=1)
+    depth_limit: int = _num(5, ge=1)
+    w_exp: float = _num(1.0, ge=0)
+    cum_reward: str = field(default="sum", metadata={"choices": ("sum", "mean", "max")})
+    calc_q: str = field(default="mean", metadata={"choices": ("mean", "max")})
+    simulate_strategy: str = field(default="max", metadata={"choices": ("max", "random")})
+    output_strategy: str = field(default="max_reward", metadata={"choices": (
+        "max_reward", "max_iter", "last_terminal_iter", "aggregate", "vote")})
+    uct_with_fast_reward: bool = True
+    expand_at_depth_limit: bool = True
+    dedup: bool = True
+    temperature: float | None = _num(0.8, ge=0)  # None: the policy's
+
+
+@dataclass
 class BeamConf(Component):
     beam_width: int = _num(4, ge=1)
     variant: BeamVariant = BeamVariant.search_and_learn
@@ -448,6 +483,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "selector": {
         "rebase": RebaseConf,
         "rebase_trunc": RebaseTruncConf,
+        "mcts_puct": MCTSPUCTConf,
+        "mcts_uct": MCTSUCTConf,
         "ets": ETSConf,
         "beam": BeamConf,
         "dvts": DVTSConf,

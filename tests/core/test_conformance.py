@@ -33,6 +33,8 @@ from ets.selectors.best_of_n import BestOfNSelector
 from ets.selectors.dvts import DVTSSelector
 from ets.selectors.ets import ETSSelector
 from ets.selectors.ffs import FFSSelector
+from ets.selectors.mcts_puct import MCTSPUCTStrategies
+from ets.selectors.mcts_uct import MCTSUCTStrategies
 from ets.selectors.rebase import RebaseSelector
 from ets.selectors.rebase_trunc import RebaseTruncSelector
 from tests.core.golden import strip
@@ -52,6 +54,12 @@ STRATEGIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "best_of_n": (lambda: WidthStrategies(BestOfNSelector()), True),
     "ffs": (lambda: WidthStrategies(FFSSelector(k=2)), True),
     "lookahead_test": (lambda: LookaheadStrategies(k=2, random_ties=True), True),
+    # MCTS expands tree_max_width / n_actions children per step: not width-conserving
+    "mcts_puct": (lambda: MCTSPUCTStrategies(), False),
+    "mcts_puct_by_prior": (lambda: MCTSPUCTStrategies(select_by_prior=True, finalists="tree"), False),
+    "mcts_uct": (lambda: MCTSUCTStrategies(), False),
+    "mcts_uct_random_vote": (lambda: MCTSUCTStrategies(simulate_strategy="random",
+                                                       output_strategy="vote"), False),
 }
 
 WIDTH, MAX_DEPTH, MAX_TOKENS = 6, 8, 400
