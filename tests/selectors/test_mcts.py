@@ -141,6 +141,13 @@ def test_puct_three_paths_by_hand():
     assert [n.text for n in s.kv_nodes()] == ["A2", "B2"]
 
 
+def test_puct_ties_go_to_the_first_child():
+    # OpenR's strict ">": equal PUCT scores keep the first child in generation order
+    s = puct(num_path=1, width=3)
+    drive(s, {"": [Kid("c0", 0.5, answer="0"), Kid("c1", 0.5, answer="1"), Kid("c2", 0.4, answer="2")]})
+    assert [m.node.text for m in s.path_ends] == ["c0"]
+
+
 def test_puct_terminal_reached_twice_adds_its_mean_value():
     # root has one child X; X -> X1 (answer, 0.8). Both paths end at X1; the second adds
     # X1's mean value (0.8) again: root value sum 1.6 over 2 visits, and X1 counts twice.
@@ -358,3 +365,83 @@ def test_legal_children_keeps_generation_order():
     a, b, c = (tree.add_child(tree.root, t, (1,), stop_reason=r)
                for t, r in (("b", "eos"), ("a", "stop"), ("b", "stop")))
     assert legal_children([a, b, c]) == [a, b]
+
+
+# ---- end to end ---------------------------------------------------------------------------
+def _cli(tmp_path, *overrides: str) -> tuple[dict, list[dict]]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "ets", *overrides, "tracker=local", f"hydra.run.dir={out}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()]
+    return json.loads((out / "summary.json").read_text()), rows
+
+
+SYNTHETIC = ["+experiment=synthetic", "dataset.limit=6", "search.width=8", "search.concurrency=4"]
+
+
+def _check_tree(rec: dict, per_expansion: int) -> None:
+    """Every expansion adds exactly ``per_expansion`` children to the record's tree (the
+    dropped ones stay in the tree, out of the MCTS) and the stats count them."""
+    kids: dict[int, int] = {}
+    for row in rec["tree"][1:]:
+        kids[row["parent"]] = kids.get(row["parent"], 0) + 1
+    assert set(kids.values()) == {per_expansion}
+    assert len(kids) == rec["strategy"]["expansions"]
+    assert rec["tokens"] == sum(row["tokens"] for row in rec["tree"][1:])
+
+
+def test_cli_synthetic_mcts_puct(tmp_path):
+    summary, rows = _cli(tmp_path, *SYNTHETIC, "selector=mcts_puct")
+    assert summary["problems"] == 6 and len(rows) == 6
+    for rec in rows:
+        st = rec["strategy"]
+        _check_tree(rec, 4)  # tree_max_width
+        assert st["stopped_by_max_nodes"] == 0 and st["paths"] == 8 == st["root_visits"]  # W paths
+        # the vote runs over the path ends (repeats kept): at most one vote per path
+        assert sum(v["count"] for v in rec["votes"]) <= 8
+        assert st["tree_nodes"] + st["dropped"] == len(rec["tree"]) - 1
+    assert summary["accuracy"]["weighted_majority"] > 0
+
+
+def test_cli_synthetic_mcts_uct(tmp_path):
+    summary, rows = _cli(tmp_path, *SYNTHETIC, "selector=mcts_uct", "selector.n_iters=6",
+                         "selector.depth_limit=8")
+    assert summary["problems"] == 6
+    for rec in rows:
+        st = rec["strategy"]
+        _check_tree(rec, 4)  # n_actions
+        assert st["iterations"] == 6
+        # max_reward hands the vote one trajectory (or none if no iteration ended)
+        assert sum(v["count"] for v in rec["votes"]) == (1 if st["terminal_iterations"] else 0)
+        assert max(row["depth"] for row in rec["tree"]) <= 9  # children of depth-limit nodes at most
+
+
+@pytest.mark.slow  # SmolLM2-135M on CPU (transformers), in process: both methods
+def test_smollm2_both_mcts(tmp_path):
+    from tests.core.golden import compose
+    from ets.results import ResultsFile
+    from ets.run import run
+
+    common = ["dataset=demo", "dataset.limit=1", "search.width=2", "search.max_step_tokens=32",
+              "search.max_tokens=64", "search.max_depth=3", "search.concurrency=1", "tracker=local"]
+    recs = {}
+    for name, extra in (("mcts_puct", "selector.tree_max_width=2"), ("mcts_uct", "selector.n_actions=2")):
+        run(compose(*common, f"selector={name}", extra), tmp_path / name)
+        (recs[name],) = ResultsFile(tmp_path / name / "problems.jsonl").load()
+    puct_rec, uct_rec = recs["mcts_puct"], recs["mcts_uct"]
+    _check_tree(puct_rec, 2)
+    st = puct_rec["strategy"]
+    # two paths (max_depth 3 ends every path), unless every root continuation was cut
+    assert st["paths"] == 2 or (st["dead_ends"] == 1 and st["tree_nodes"] == 0)
+    assert st["tree_nodes"] + st["dropped"] == len(puct_rec["tree"]) - 1
+    _check_tree(uct_rec, 2)
+    assert uct_rec["strategy"]["iterations"] == 2
