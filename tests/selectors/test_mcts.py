@@ -427,9 +427,9 @@ def test_cli_synthetic_mcts_uct(tmp_path):
 
 @pytest.mark.slow  # SmolLM2-135M on CPU (transformers), in process: both methods
 def test_smollm2_both_mcts(tmp_path):
-    from tests.core.golden import compose
     from ets.results import ResultsFile
     from ets.run import run
+    from tests.core.golden import compose
 
     common = ["dataset=demo", "dataset.limit=1", "search.width=2", "search.max_step_tokens=32",
               "search.max_tokens=64", "search.max_depth=3", "search.concurrency=1", "tracker=local"]
