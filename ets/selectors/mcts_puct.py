@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ets.protocols import Budget
-from ets.selectors.mcts_common import GeneratorStrategy, Search, expandable, open_leaves
+from ets.selectors.mcts_common import GeneratorStrategy, Search, expandable
 from ets.tree import Node, Tree
 from ets.types import Problem
 
@@ -205,8 +205,8 @@ class PUCTStrategy(GeneratorStrategy):
             return [m.node for m in self.nodes if m.node.finished]
         return [m.node for m in self.path_ends if m.node.finished]
 
-    def kv_nodes(self) -> list[Node]:
-        return open_leaves(self.nodes)
+    def _mcts_nodes(self) -> list[Any]:
+        return self.nodes
 
     def stats(self) -> dict[str, float]:
         return {**self._base_stats(), "paths": float(len(self.path_ends)),

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ets.protocols import Budget
-from ets.selectors.mcts_common import GeneratorStrategy, Search, expandable, open_leaves
+from ets.selectors.mcts_common import GeneratorStrategy, Search, expandable
 from ets.tree import Node, Tree
 from ets.types import Problem
 
@@ -264,8 +264,8 @@ class UCTStrategy(GeneratorStrategy):
             out = [ends[-1][0].node] if ends else []
         return [n for n in out if n.finished]
 
-    def kv_nodes(self) -> list[Node]:
-        return open_leaves(self.nodes)
+    def _mcts_nodes(self) -> list[Any]:
+        return self.nodes
 
     def stats(self) -> dict[str, float]:
         return {**self._base_stats(), "iterations": float(len(self.iter_paths)),
