@@ -45,6 +45,8 @@ METHODS: dict[str, str] = {
     "pf": "selector=pf",  # B particles, argmax pick (its_hub)
     "pf_vote": "selector=pf selector.selection=vote",  # B particles, weighted vote
     "pgibbs": "selector=pgibbs selector.num_iterations=2",  # 2 sweeps of B/2 particles
+    "mcts_puct": "selector=mcts_puct",  # B paths (OpenR num_path), 4 children per expansion
+    "mcts_uct": "selector=mcts_uct",  # B iterations (llm-reasoners n_iters), depth limit 5
 }
 BACKEND = "paper"  # the KV the table and the KV plot use (the ETS paper's measure)
 

@@ -284,7 +284,7 @@ class Search:
             add = state.tree.add_rollout if e.rollout else state.tree.add_child
             kids = []
             for g in outs:
-                child = add(e.node, g.text, g.token_ids, logprob=g.logprob)
+                child = add(e.node, g.text, g.token_ids, logprob=g.logprob, stop_reason=g.finish_reason)
                 self.counters.tokens_generated += child.n_tokens
                 if e.rollout:
                     state.rollout_tokens += child.n_tokens

@@ -25,6 +25,9 @@ class Node:
         answer: Extracted final answer, if any.
         logprob: Policy log-probability of the step's tokens.
         cluster: ETS cluster label of the node when it was a candidate (tree pages).
+        stop_reason: Why the engine ended this step's generation (``stop``, ``eos``,
+            ``length``, ``context``; ``None`` for the root): methods that drop truncated
+            steps (OpenR's MCTS) read it.
     """
 
     id: int
@@ -39,6 +42,7 @@ class Node:
     answer: str | None = None
     logprob: float = 0.0
     cluster: int | None = None
+    stop_reason: str | None = None
     children: list[Node] = field(default_factory=list)
 
     @property

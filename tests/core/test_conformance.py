@@ -33,6 +33,8 @@ from ets.selectors.dvts import DVTSSelector
 from ets.selectors.ets import ETSSelector
 from ets.selectors.ffs import FFSSelector
 from ets.selectors.first_finish import AsyncFFS, SyncFFS
+from ets.selectors.mcts_puct import MCTSPUCTStrategies
+from ets.selectors.mcts_uct import MCTSUCTStrategies
 from ets.selectors.particle import ParticleFilter, ParticleGibbs
 from ets.selectors.rebase import RebaseSelector
 from ets.selectors.rebase_trunc import RebaseTruncSelector
@@ -64,6 +66,12 @@ STRATEGIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "dvts_lookahead": (lambda: WidthStrategies(DVTSSelector(2, lookahead=3)), True),
     "ffs_sync": (SyncFFS, True),
     "ffs_async": (AsyncFFS, True),
+    # MCTS expands tree_max_width / n_actions children per step: not width-conserving
+    "mcts_puct": (lambda: MCTSPUCTStrategies(), False),
+    "mcts_puct_by_prior": (lambda: MCTSPUCTStrategies(select_by_prior=True, finalists="tree"), False),
+    "mcts_uct": (lambda: MCTSUCTStrategies(), False),
+    "mcts_uct_random_vote": (lambda: MCTSUCTStrategies(simulate_strategy="random",
+                                                       output_strategy="vote"), False),
 }
 
 WIDTH, MAX_DEPTH, MAX_TOKENS = 6, 8, 400
