@@ -84,6 +84,30 @@ class RebaseTruncConf(RebaseConf):
     truncate_ratio: float = _num(0.5, gt=0, le=1)
 
 
+@dataclass
+class AStarConf(Component):
+    """``selector=astar`` (:mod:`ets.selectors.astar`)."""
+
+    k: int = _num(4, ge=1)
+    cost: str = field(default="depth", metadata={"choices": ("accumulated", "depth", "zero")})
+    step_cost: float = _num(0.1, ge=0)
+    push: str = field(default="all", metadata={"choices": ("all", "best")})
+    tie_break: str = field(default="fifo", metadata={"choices": ("fifo", "deeper")})
+    expand_per_round: int = _num(1, ge=1)
+    stop: str = field(default="width", metadata={"choices": ("width", "first")})
+    open_max: int | None = _num(None, ge=1)
+    max_expansions: int | None = _num(None, ge=1)
+    max_prm_calls: int | None = _num(None, ge=1)
+    max_total_tokens: int | None = _num(None, ge=1)
+
+
+@dataclass
+class StepBoNConf(Component):
+    """``selector=step_bon`` (:mod:`ets.selectors.step_bon`)."""
+
+    candidates_per_step: int = _num(8, ge=1)
+
+
 # ``lambda`` is a Python keyword, so the ETS schema is built with ``type()``;
 # init/repr/eq are off because the generated methods would need ``self.lambda``.
 _ETSBody = type(
@@ -448,6 +472,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "selector": {
         "rebase": RebaseConf,
         "rebase_trunc": RebaseTruncConf,
+        "astar": AStarConf,
+        "step_bon": StepBoNConf,
         "ets": ETSConf,
         "beam": BeamConf,
         "dvts": DVTSConf,
