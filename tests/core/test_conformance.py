@@ -28,6 +28,7 @@ from ets.policies.synthetic import SyntheticPolicy
 from ets.prms.synthetic import SyntheticPRM
 from ets.protocols import HasSelectionCounts
 from ets.search import Search
+from ets.selectors.astar import AStarStrategies
 from ets.selectors.beam import BeamSelector
 from ets.selectors.best_of_n import BestOfNSelector
 from ets.selectors.dvts import DVTSSelector
@@ -35,6 +36,7 @@ from ets.selectors.ets import ETSSelector
 from ets.selectors.ffs import FFSSelector
 from ets.selectors.rebase import RebaseSelector
 from ets.selectors.rebase_trunc import RebaseTruncSelector
+from ets.selectors.step_bon import StepBoNStrategies
 from tests.core.golden import strip
 from tests.core.helpers import LookaheadStrategies, kv
 
@@ -52,6 +54,11 @@ STRATEGIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "best_of_n": (lambda: WidthStrategies(BestOfNSelector()), True),
     "ffs": (lambda: WidthStrategies(FFSSelector(k=2)), True),
     "lookahead_test": (lambda: LookaheadStrategies(k=2, random_ties=True), True),
+    # A* and step_bon leave finished children in the tree that are not their finalists
+    "astar": (lambda: AStarStrategies(k=2), False),
+    "astar_batched": (lambda: AStarStrategies(k=3, cost="accumulated", expand_per_round=3,
+                                              tie_break="deeper", open_max=20), False),
+    "step_bon": (lambda: StepBoNStrategies(candidates_per_step=3), False),
 }
 
 WIDTH, MAX_DEPTH, MAX_TOKENS = 6, 8, 400
