@@ -6,13 +6,17 @@ the lowest ``f`` is popped and expanded by sampling ``k`` continuations, each sc
 by the PRM and pushed back into the open list.
 
 Where each rule comes from. The reference code (``gchatz22/a_star_decoding``) could not
-be read here (no snapshot of it is stored), so the rules follow the paper's text as far
-as it was available to us (its abstract and method summary): the state is a partial
-token sequence, goal states are finished sequences, the transition samples ``k``
-candidate continuations ``C(s)`` from the policy and chooses among the successors by
-``f = g + h``; ``h`` comes from the process supervision signal (``1 - PRM``); compute
-is counted in generated tokens and PRM passes. Everything below that the paper leaves
-open is our choice, a config key, and listed here:
+be read here (no snapshot of it is stored; its README lists an ``a_star_decoding/``
+package but no file of it was available), and of the paper only the abstract
+(arxiv.org/abs/2505.13672) and third-party summaries of its method section (the
+themoonlight.io reviews, de/ja) were: a state is a partial token sequence, the prompt
+is the start, goal states end with EOS; the transition samples ``k`` continuations
+``C(s)`` from the policy (stochastic step) and selects among the successors by
+``argmin f(s') = g(s') + h(s')`` (deterministic step); a reward ``r(s)`` in [0, 1] from
+the PRM gives ``h(s) = 1 - r(s)``; ``g`` is a cost of the transition ``g(s, s')``
+whose exact form we could not read; compute is counted in generated tokens and PRM
+passes. Everything below that this leaves open is our choice, a config key, and listed
+here:
 
 - ``cost`` - what ``g`` is: ``depth`` (default): ``g(s) = step_cost * depth(s)``, the
   textbook A* path cost when every transition (one step) costs the same; ``step_cost``
