@@ -47,6 +47,9 @@ METHODS: dict[str, str] = {
     "pgibbs": "selector=pgibbs selector.num_iterations=2",  # 2 sweeps of B/2 particles
     "mcts_puct": "selector=mcts_puct",  # B paths (OpenR num_path), 4 children per expansion
     "mcts_uct": "selector=mcts_uct",  # B iterations (llm-reasoners n_iters), depth limit 5
+    # B solutions popped, k=4; 16 nodes expanded per round (exact A*, 1, is too slow at 500x64)
+    "astar": "selector=astar selector.expand_per_round=16",
+    "step_bon": "selector=step_bon",  # B trajectories, 8 candidates per step each
 }
 BACKEND = "paper"  # the KV the table and the KV plot use (the ETS paper's measure)
 

@@ -116,7 +116,8 @@ class Search:
             (:func:`ets.core.finish.from_policy`).
         max_nodes: Generated nodes per problem a strategy may spend; default
             ``2 * width * max_depth`` (beam search's reference variant may hand out up
-            to twice the remaining width per round).
+            to twice the remaining width per round), or the factory's
+            ``node_budget(width, max_depth)`` when it has one.
     """
 
     def __init__(
@@ -137,6 +138,9 @@ class Search:
         self.seed, self.concurrency, self.aggregation = seed, concurrency, aggregation
         self.scheduler = scheduler
         self.finisher = finisher or from_policy(policy, max_tokens, max_depth)
+        if max_nodes is None and callable(getattr(strategies, "node_budget", None)):
+            # a method that samples several candidates per kept step (step_bon) says what it needs
+            max_nodes = strategies.node_budget(width, max_depth)  # type: ignore[attr-defined]
         self.budget = Budget(width, max_depth, max_tokens, max_nodes or 2 * width * max_depth)
         self.counters = SearchCounters()
         # Engines that report their own numbers (vLLM) are read after every policy call.

@@ -27,6 +27,7 @@ from ets.grading import NumericGrader
 from ets.policies.synthetic import SyntheticPolicy
 from ets.prms.synthetic import SyntheticPRM
 from ets.search import Search
+from ets.selectors.astar import AStarStrategies
 from ets.selectors.beam import BeamSelector
 from ets.selectors.best_of_n import BestOfNSelector
 from ets.selectors.dvts import DVTSSelector
@@ -38,6 +39,7 @@ from ets.selectors.mcts_uct import MCTSUCTStrategies
 from ets.selectors.particle import ParticleFilter, ParticleGibbs
 from ets.selectors.rebase import RebaseSelector
 from ets.selectors.rebase_trunc import RebaseTruncSelector
+from ets.selectors.step_bon import StepBoNStrategies
 from tests.core.golden import strip
 from tests.core.helpers import LookaheadStrategies, kv
 
@@ -72,6 +74,11 @@ STRATEGIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "mcts_uct": (lambda: MCTSUCTStrategies(), False),
     "mcts_uct_random_vote": (lambda: MCTSUCTStrategies(simulate_strategy="random",
                                                        output_strategy="vote"), False),
+    # A* and step_bon leave finished children in the tree that are not their finalists
+    "astar": (lambda: AStarStrategies(k=2), False),
+    "astar_batched": (lambda: AStarStrategies(k=3, cost="accumulated", expand_per_round=3,
+                                              tie_break="deeper", open_max=20), False),
+    "step_bon": (lambda: StepBoNStrategies(candidates_per_step=3), False),
 }
 
 WIDTH, MAX_DEPTH, MAX_TOKENS = 6, 8, 400
