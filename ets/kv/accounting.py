@@ -102,9 +102,12 @@ class ProblemKV:
             counts: The selector's children per candidate (same order).
         """
         survivors = kept(candidates, counts)
+        # Nothing pruned (every candidate kept): the same paths, measured once.
+        same = len(survivors) == len(candidates)
         for b in self.accounting.backends:
-            self.before[b.name].append(b.measure(tree, candidates))
-            self.after[b.name].append(b.measure(tree, survivors))
+            before = b.measure(tree, candidates)
+            self.before[b.name].append(before)
+            self.after[b.name].append(before if same else b.measure(tree, survivors))
         self.newest.append(sum(c.n_tokens for c in {c.id: c for c in candidates}.values()))
 
     @property
