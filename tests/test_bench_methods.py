@@ -61,8 +61,8 @@ def test_rows_are_the_records_by_hand(study):
             assert row["accuracy"][vote] == pytest.approx(sum(r["correct"][vote] for r in recs) / 3)
         tokens = [r["tokens"] + r.get("rollout_tokens", 0) for r in recs]
         assert row["tokens"] == pytest.approx(sum(tokens) / 3)
-        # every generated node of these methods was scored once (no rollouts)
-        assert all(r["prm_scored"] == len(r["tree"]) - 1 for r in recs)
+        # every generated node (tree step or look-ahead rollout) was scored once
+        assert all(r["prm_scored"] == len(r["tree"]) - 1 + len(r.get("rollouts", [])) for r in recs)
         assert row["prm_calls"] == pytest.approx(sum(r["prm_scored"] for r in recs) / 3)
         per_depth = [r["kv"]["paper"]["per_depth"] for r in recs]
         if any(per_depth):
