@@ -179,3 +179,18 @@ class LookaheadStrategies:
 
     def stats(self) -> dict[str, Any]:
         return {}
+
+
+class Keep:
+    """Wraps a strategy factory and keeps every strategy it makes (to inspect after a
+    run); any other attribute (``stats``, ``node_budget``, ...) is the inner factory's."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.made = inner, []
+
+    def __call__(self, problem: Problem, tree: Tree, rng: random.Random, budget: Budget) -> Any:
+        self.made.append(self.inner(problem, tree, rng, budget))
+        return self.made[-1]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 
 from ets.config import ConfigError, validate
 from ets.selectors.astar import AStarStrategies
-from tests.core.helpers import ScriptedPolicy, ScriptedPRM, make_search, problems, run_all
+from tests.core.helpers import Keep, ScriptedPolicy, ScriptedPRM, make_search, problems, run_all
 
 PROMPT = "Q: question 0\n"
 # Every step is named by its path ("a", "ab", ...): the k=2 children of step x are
@@ -32,20 +32,6 @@ def script(context: str, j: int, req):
 
 def prm() -> ScriptedPRM:
     return ScriptedPRM(lambda path: SCORES.get(last_name(PROMPT + path), 0.0))
-
-
-class Keep:
-    """Wraps the factory to keep the strategy it makes."""
-
-    def __init__(self, inner):
-        self.inner, self.made = inner, []
-
-    def __call__(self, problem, tree, rng, budget):
-        self.made.append(self.inner(problem, tree, rng, budget))
-        return self.made[-1]
-
-    def stats(self):
-        return self.inner.stats()
 
 
 def run(width: int = 1, max_nodes: int | None = None, **kw):

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from ets.config import ConfigError, validate
 from ets.selectors.step_bon import StepBoNStrategies, argmax_first
 from ets.tree import Tree
-from tests.core.helpers import ScriptedPolicy, ScriptedPRM, make_search, problems, run_all
+from tests.core.helpers import Keep, ScriptedPolicy, ScriptedPRM, make_search, problems, run_all
 
 PROMPT = "Q: question 0\n"
 # Step names are their path: child j of step x is x + str(j). Depth-2 steps answer.
@@ -26,21 +26,6 @@ def script(context: str, j: int, req):
     name = last_name(context) + str(j)
     body = f"{name}\nThe answer is {name}." if len(name) == 2 else name
     return f"{body}\n\n", 5, "stop"
-
-
-class Keep:
-    def __init__(self, inner):
-        self.inner, self.made = inner, []
-
-    def __call__(self, problem, tree, rng, budget):
-        self.made.append(self.inner(problem, tree, rng, budget))
-        return self.made[-1]
-
-    def stats(self):
-        return self.inner.stats()
-
-    def node_budget(self, width, max_depth):
-        return self.inner.node_budget(width, max_depth)
 
 
 def run(width: int, c: int = 3, **kw):
