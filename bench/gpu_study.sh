@@ -113,6 +113,9 @@ policy = build_policy(Path(runs), ["policy=vllm", f"policy.model={model}", f"pol
                       "policy.dtype=bfloat16", "policy.block_size=16", "policy.max_model_len=4096",
                       "+policy.engine_kwargs.load_format=dummy"], kv_blocks=blocks)
 rows = []
+# Start the engine first: the loop's prefix-cache reset would start it, and every replay
+# summary would then say 0 s.
+print(f"engine start: {policy.start_engine():.1f}s (not in any wall time below)", flush=True)
 def width(run):  # the runs of one width next to each other, ETS before REBASE
     return int(run.name.rsplit("_w", 1)[-1]) if "_w" in run.name else 0
 try:
