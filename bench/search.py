@@ -8,6 +8,10 @@ pure function of the text). Writes ``study.json``, ``study.md`` and ``grid.png``
 
     python bench/search.py --out runs/study --jobs 2
     python bench/search.py --problems 500 --seeds 3 --size 256=100x1 --grid-size 100x1
+
+Every other method (issue 10: particle filtering/Gibbs, MCTS, A*, look-ahead, step-level
+best-of-N, FFS, ...) at matched budgets, on this module's worker pool and run directories,
+with tokens and PRM calls as compute axes: :mod:`bench.methods`.
 """
 
 from __future__ import annotations
