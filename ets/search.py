@@ -70,6 +70,7 @@ class _Live:
     start_index: int = 0  # order in which problems entered the search (ets.replay)
     pending: list[Expansion] = field(default_factory=list)
     nodes: int = 0  # generated nodes (tree and rollouts), for the budget check
+    kv_count: int = 0  # len(strategy.kv_nodes()) after the last round (asked once per round)
     rollout_tokens: int = 0
     prm_scored: int = 0  # items the PRM scored for this problem (tree steps and rollouts)
 
@@ -312,6 +313,7 @@ class Search:
         whether a sample was taken.
         """
         nodes = state.strategy.kv_nodes()
+        state.kv_count = len(nodes)
         if isinstance(state.strategy, HasSelectionCounts):
             counts = state.strategy.counts
             if not counts:
@@ -332,7 +334,7 @@ class Search:
         metrics: dict[str, float] = {
             "depth_iteration": self.counters.depth_iterations,
             "problems_in_flight": len(states),
-            "parents_expanded": sum(len(s.strategy.kv_nodes()) for s in states),
+            "parents_expanded": sum(s.kv_count for s in states),
             "tokens_generated": self.counters.tokens_generated,
         }
         for name in self.kv.names:

@@ -60,7 +60,6 @@ class GeneratorStrategy:
         self.generated = 0  # tree nodes generated so far (budget.max_nodes)
         self.expansions = 0
         self.stopped_by_budget = False
-        self._kv: list[Node] | None = None  # kv_nodes of the last round (the loop asks twice)
         self._gen = self._search()
         self._want: tuple[Node, int] | None = self._advance(None)
 
@@ -94,13 +93,10 @@ class GeneratorStrategy:
         self.generated += len(kids)
         self.expansions += 1
         self._want = self._advance(kids)
-        self._kv = None
 
     def kv_nodes(self) -> list[Node]:
         """The open nodes of the kept tree with no open child (:func:`open_leaves`)."""
-        if self._kv is None:
-            self._kv = open_leaves(self._mcts_nodes())
-        return list(self._kv)
+        return open_leaves(self._mcts_nodes())
 
     def _mcts_nodes(self) -> list[Any]:  # pragma: no cover - overridden
         raise NotImplementedError
