@@ -211,6 +211,14 @@ class StrategyFactory(Protocol):
 
 
 @runtime_checkable
+class HasNodeBudget(Protocol):
+    """A factory whose method needs a node budget other than the loop's default
+    ``2 * width * max_depth`` (step-level best-of-N: ``width * candidates * max_depth``)."""
+
+    def node_budget(self, width: int, max_depth: int) -> int: ...
+
+
+@runtime_checkable
 class FinishClassifier(Protocol):
     """Decides whether a new child ends its trajectory, why, and with which answer
     (sets ``finished``, ``finish_reason``, ``answer``); configured with the policy's

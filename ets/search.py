@@ -48,6 +48,7 @@ from ets.protocols import (
     Expansion,
     FinishClassifier,
     Grader,
+    HasNodeBudget,
     HasSelectionCounts,
     Policy,
     SearchStrategy,
@@ -139,9 +140,8 @@ class Search:
         self.seed, self.concurrency, self.aggregation = seed, concurrency, aggregation
         self.scheduler = scheduler
         self.finisher = finisher or from_policy(policy, max_tokens, max_depth)
-        if max_nodes is None and callable(getattr(strategies, "node_budget", None)):
-            # a method that samples several candidates per kept step (step_bon) says what it needs
-            max_nodes = strategies.node_budget(width, max_depth)  # type: ignore[attr-defined]
+        if max_nodes is None and isinstance(strategies, HasNodeBudget):
+            max_nodes = strategies.node_budget(width, max_depth)
         self.budget = Budget(width, max_depth, max_tokens, max_nodes or 2 * width * max_depth)
         self.counters = SearchCounters()
         # Engines that report their own numbers (vLLM) are read after every policy call.
