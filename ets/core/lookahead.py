@@ -98,15 +98,12 @@ class LookaheadWidthStrategy(WidthStrategy):
             self.n_rollouts += len(self._rolling)
             self._rolling = []
             self._left -= 1
+            self._next, self.counts = [], []
         else:  # a tree round: new candidates, as WidthStrategy
-            children = [c for _, kids in results for c in kids]
-            self.remaining -= sum(c.finished for c in children)
-            self._candidates = [c for c in children if not c.finished]
+            self._take(results)
             self._ends, self._left = list(self._candidates), self.k
-        self._next, self.counts = [], []
-        if self.remaining <= 0 or not self._candidates:
-            return
-        self._plan()
+        if not self._stops():
+            self._plan()
 
     def _open(self, end: Node) -> bool:
         return (not end.finished and end.depth < self.budget.max_depth
@@ -122,10 +119,7 @@ class LookaheadWidthStrategy(WidthStrategy):
                 return
             self.cut += 1
         scores = [end.score if end.score is not None else 0.0 for end in self._ends]
-        counts = self.scored.select_scored(self._candidates, scores, self.remaining, self.tree)
-        self._check(counts)
-        self.counts = list(counts)
-        self._next = [Expansion(c, n) for c, n in zip(self._candidates, counts) if n > 0]
+        self._allocate(self.scored.select_scored(self._candidates, scores, self.remaining, self.tree))
 
     def _reserve(self) -> int:
         """Nodes every tree round left may still need (worst case, see the module)."""

@@ -45,13 +45,23 @@ class WidthStrategy:
         return list(self._next)
 
     def observe(self, results: list[tuple[Expansion, list[Node]]]) -> None:
+        self._take(results)
+        if not self._stops():
+            self._allocate(self.selector.select(self._candidates, self.remaining, self.tree))
+
+    def _take(self, results: list[tuple[Expansion, list[Node]]]) -> None:
+        """A tree round's children: the finished ones use up width, the open ones are
+        the new candidates; nothing is proposed until :meth:`_allocate`."""
         children = [c for _, kids in results for c in kids]
         self.remaining -= sum(c.finished for c in children)
         self._candidates = [c for c in children if not c.finished]
         self._next, self.counts = [], []
-        if self.remaining <= 0 or not self._candidates:
-            return
-        counts = self.selector.select(self._candidates, self.remaining, self.tree)
+
+    def _stops(self) -> bool:
+        return self.remaining <= 0 or not self._candidates
+
+    def _allocate(self, counts: Any) -> None:
+        """Check the selector's counts and propose the children they give."""
         self._check(counts)
         self.counts = list(counts)
         self._next = [Expansion(c, n) for c, n in zip(self._candidates, counts) if n > 0]
