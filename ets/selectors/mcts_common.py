@@ -113,3 +113,24 @@ def expandable(node: Node, budget: Budget) -> bool:
     """The loop may expand ``node`` (open, under the depth and token caps)."""
     return (not node.finished and node.depth < budget.max_depth
             and node.cum_tokens < budget.max_tokens)
+
+
+# ---- constructor checks shared by the MCTS factories ----------------------------------------
+def check_counts(**values: int | None) -> None:
+    """Each value is ``None`` or an integer >= 1 (the message names the key)."""
+    for key, value in values.items():
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{key}={value!r} is invalid: must be an integer >= 1")
+
+
+def check_temperature(temperature: float | None) -> None:
+    if temperature is not None and not temperature >= 0:
+        raise ValueError(f"temperature={temperature} is invalid: must be >= 0 or null")
+
+
+def one_of(key: str, value: Any, allowed: Iterable[str]) -> str:
+    """``value`` (a string or a str Enum member) as a string, if it is one of ``allowed``."""
+    value, allowed = str(getattr(value, "value", value)), tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} is invalid; allowed: {', '.join(allowed)}")
+    return value

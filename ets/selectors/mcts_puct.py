@@ -62,7 +62,14 @@ from typing import Any
 
 from ets.protocols import Budget
 from ets.schema import Component, choice, num, schema
-from ets.selectors.mcts_common import GeneratorStrategy, Search, expandable
+from ets.selectors.mcts_common import (
+    GeneratorStrategy,
+    Search,
+    check_counts,
+    check_temperature,
+    expandable,
+    one_of,
+)
 from ets.tree import Node, Tree
 from ets.types import Problem
 
@@ -237,19 +244,13 @@ class MCTSPUCTStrategies:
                  pb_c_base: float = 19652, pb_c_init: float = 1.25, temperature: float | None = 0.7,
                  select_by_prior: bool = False, dedup: bool = True, drop_truncated: bool = True,
                  finalists: str = "paths") -> None:
-        for key, value in (("num_path", num_path), ("tree_max_width", tree_max_width),
-                           ("tree_max_depth", tree_max_depth)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{key}={value!r} is invalid: must be an integer >= 1")
+        check_counts(num_path=num_path, tree_max_width=tree_max_width, tree_max_depth=tree_max_depth)
         if not pb_c_base > 0:
             raise ValueError(f"pb_c_base={pb_c_base} is invalid: must be > 0")
         if not pb_c_init >= 0:
             raise ValueError(f"pb_c_init={pb_c_init} is invalid: must be >= 0")
-        if temperature is not None and not temperature >= 0:
-            raise ValueError(f"temperature={temperature} is invalid: must be >= 0 or null")
-        finalists = str(getattr(finalists, "value", finalists))
-        if finalists not in FINALISTS:
-            raise ValueError(f"finalists={finalists!r} is invalid; allowed: {', '.join(FINALISTS)}")
+        check_temperature(temperature)
+        finalists = one_of("finalists", finalists, FINALISTS)
         self.kw: dict[str, Any] = dict(
             tree_max_width=tree_max_width, tree_max_depth=tree_max_depth, pb_c_base=pb_c_base,
             pb_c_init=pb_c_init, temperature=temperature, select_by_prior=select_by_prior,

@@ -65,7 +65,14 @@ from typing import Any
 
 from ets.protocols import Budget
 from ets.schema import Component, choice, num, schema
-from ets.selectors.mcts_common import GeneratorStrategy, Search, expandable
+from ets.selectors.mcts_common import (
+    GeneratorStrategy,
+    Search,
+    check_counts,
+    check_temperature,
+    expandable,
+    one_of,
+)
 from ets.tree import Node, Tree
 from ets.types import Problem
 
@@ -298,22 +305,14 @@ class MCTSUCTStrategies:
                  simulate_strategy: str = "max", output_strategy: str = "max_reward",
                  uct_with_fast_reward: bool = True, expand_at_depth_limit: bool = True,
                  dedup: bool = True, temperature: float | None = 0.8) -> None:
-        for key, value in (("n_iters", n_iters), ("n_actions", n_actions), ("depth_limit", depth_limit)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{key}={value!r} is invalid: must be an integer >= 1")
+        check_counts(n_iters=n_iters, n_actions=n_actions, depth_limit=depth_limit)
         if not w_exp >= 0:
             raise ValueError(f"w_exp={w_exp} is invalid: must be >= 0")
-        if temperature is not None and not temperature >= 0:
-            raise ValueError(f"temperature={temperature} is invalid: must be >= 0 or null")
-        choices = {"cum_reward": tuple(CUM_REWARDS), "calc_q": tuple(CALC_Q),
-                   "simulate_strategy": SIMULATE, "output_strategy": OUTPUT_STRATEGIES}
-        values = {"cum_reward": cum_reward, "calc_q": calc_q, "simulate_strategy": simulate_strategy,
-                  "output_strategy": output_strategy}
-        for key, value in values.items():
-            value = str(getattr(value, "value", value))
-            if value not in choices[key]:
-                raise ValueError(f"{key}={value!r} is invalid; allowed: {', '.join(choices[key])}")
-            values[key] = value
+        check_temperature(temperature)
+        values = {"cum_reward": one_of("cum_reward", cum_reward, CUM_REWARDS),
+                  "calc_q": one_of("calc_q", calc_q, CALC_Q),
+                  "simulate_strategy": one_of("simulate_strategy", simulate_strategy, SIMULATE),
+                  "output_strategy": one_of("output_strategy", output_strategy, OUTPUT_STRATEGIES)}
         self.n_iters = n_iters
         self.kw: dict[str, Any] = dict(
             n_actions=n_actions, depth_limit=depth_limit, w_exp=w_exp, **values,
