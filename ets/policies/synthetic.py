@@ -156,25 +156,33 @@ class SyntheticPolicy:
     ) -> tuple[Generation, dict[str, Any]]:
         text, tkey, length, cut, st = self._dyn.draw(sp, parent, j)
         if length > max_tokens:
-            return self._truncated(text, tkey, length, cut, parent, st, max_tokens)
+            return self._truncated(text, length, cut, parent, max_tokens)
         st["tokens"] = parent["tokens"] + length
         return Generation(text, W.token_ids(tkey, length), -0.3 * length, "eos" if st["done"] else "stop"), st
 
     def _truncated(
-        self, text: str, tkey: int, length: int, cut: int, before: dict[str, Any], st: dict[str, Any],
-        max_tokens: int,
+        self, text: str, length: int, cut: int, before: dict[str, Any], max_tokens: int
     ) -> tuple[Generation, dict[str, Any]]:
-        """The first ``max_tokens`` tokens of a step (drawn as ``st`` from ``before``).
+        """The first ``max_tokens`` tokens of a ``length``-token step drawn from ``before``.
 
         A cut step decides nothing: the path keeps the correctness and progress it had
         before it (what the PRM, which reads whole steps only, sees too); a cut answer
         step loses its answer. Only its key is new, so what follows is a fresh draw.
+
+        A cut generation is one step by its text, as a tokenizer would make it: its
+        token ids and its key depend only on (the cut text, its token count) and on
+        the parent's key, not on which full step was cut. Two different sibling steps
+        cut to the same text are the same step (same ids, same state, same PRM score,
+        same continuations), as issue #8 §3 asks of identical sibling texts. So the
+        ids of a cut step are not the first ``max_tokens`` ids of its full step.
         """
         keep = max(0, max_tokens)
-        out = dict(before, key=st["key"], depth=before["depth"] + 1, tokens=before["tokens"] + keep)
         # never the whole sentence (a reader would take it for the finished step)
         text = text[: min(cut, len(text) * keep // length, len(text.rstrip()) - 1)]
-        return Generation(text, W.token_ids(tkey, length)[:keep], -0.3 * keep, "length"), out
+        ckey = W.str_key(text, keep)
+        out = dict(before, key=W.mix64((before["key"] + ckey) & W.M64), depth=before["depth"] + 1,
+                   tokens=before["tokens"] + keep)
+        return Generation(text, W.token_ids(ckey, keep), -0.3 * keep, "length"), out
 
     def _full(
         self, sp: ProblemSpec, parent: dict[str, Any], j: int, max_tokens: int
@@ -191,7 +199,7 @@ class SyntheticPolicy:
             before = st
             text, tkey, length, cut, st = self._dyn.draw(sp, before, j)
             if used + length > max_tokens:
-                g, st = self._truncated(text, tkey, length, cut, before, st, max_tokens - used)
+                g, st = self._truncated(text, length, cut, before, max_tokens - used)
                 return Generation(
                     "".join(texts) + g.text,
                     tuple(ids) + g.token_ids,

@@ -37,23 +37,15 @@ def test_identical_sibling_texts_are_one_step(profile):
         pr = pol.format_prompt(p)
         tree = Tree(pr.text, pr.token_ids)
         parents = [tree.root]
-        cut: set[int] = set()
         for _ in range(2):
             nxt = []
             for parent in parents:
                 _, ctx = tree.context(parent)
                 for g in pol.generate([GenRequest(p, "", ctx, 32, 256, ["\n\n"], 0)])[0]:
                     nxt.append(tree.add_child(parent, g.text, g.token_ids))
-                    if g.finish_reason == "length":
-                        cut.add(nxt[-1].id)
             scores = prm.score([(p, c) for c in nxt])
             by_text: dict[tuple, list[tuple[tuple[int, ...], float]]] = defaultdict(list)
             for c, s in zip(nxt, scores):
-                if c.id in cut:
-                    # a generation cut at max_tokens is the token prefix of its full step
-                    # (test_world.test_truncation_respects_max_tokens): two different
-                    # steps cut to the same text prefix keep different ids; not a step
-                    continue
                 key = (c.parent.id, c.text) if per_text else (c.parent.id, c.text, c.token_ids)
                 by_text[key].append((c.token_ids, s))
             for same in by_text.values():
@@ -62,6 +54,43 @@ def test_identical_sibling_texts_are_one_step(profile):
             checked += len(by_text)
             parents = [c for c in nxt if not c.text.startswith(("Putting", "Combining", "This"))][:3]
     assert groups > 20 and checked > groups  # duplicates happen, and so do distinct texts
+
+
+@pytest.mark.parametrize("profile", ["math_reference", *sorted(FITTED)])
+def test_sibling_steps_cut_to_the_same_text_are_one_step(profile):
+    """Different sibling steps cut at the token cap to the same text are one step.
+
+    Same token ids, same PRM score and the same children (a tokenizer makes ids from
+    text: which full step was cut must not show). Different cut texts keep different
+    first ids (no accidental prefix sharing).
+    """
+    pol, prm = SyntheticPolicy(profile=profile), SyntheticPRM(profile=profile)
+    merged = 0
+    for p in SyntheticDataset(n=40, profile=profile).load():
+        pr = pol.format_prompt(p)
+        for limit in (3, 6):
+            full = pol.generate([GenRequest(p, "", pr.token_ids, 32, 10**6, ["\n\n"], 0)])[0]
+            cut = pol.generate([GenRequest(p, "", pr.token_ids, 32, limit, ["\n\n"], 0)])[0]
+            tree = Tree(pr.text, pr.token_ids)
+            by_text: dict[str, list[tuple[str, object]]] = defaultdict(list)
+            heads: dict[int, str] = {}
+            for f, c in zip(full, cut):
+                if c.finish_reason != "length":
+                    continue
+                assert len(c.token_ids) == limit and f.text.startswith(c.text)
+                assert heads.setdefault(c.token_ids[0], c.text) == c.text
+                by_text[c.text].append((f.text, tree.add_child(tree.root, c.text, c.token_ids)))
+            for group in by_text.values():
+                if len({f for f, _ in group}) < 2:
+                    continue  # the same full step cut twice proves nothing
+                merged += 1
+                nodes = [n for _, n in group]
+                assert len({n.token_ids for n in nodes}) == 1
+                assert len(set(prm.score([(p, n) for n in nodes]))) == 1
+                kids = [pol.generate([GenRequest(p, "", tree.context(n)[1], 4, 256, ["\n\n"], 0)])[0]
+                        for n in nodes]
+                assert all(k == kids[0] for k in kids)
+    assert merged > 10
 
 
 def test_prm_depends_only_on_texts_and_tokens():
