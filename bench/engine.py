@@ -4,7 +4,8 @@ Prints one Markdown table, a row per method: weighted-majority accuracy, generat
 and tokens/s (over the search's wall time), the engine's prefix-cache hit rate, mean KV
 of the radix definition (per problem, and summed over the problems in flight, which is
 what the engine holds) and of the engine itself (blocks in use at the busiest step of
-each depth call, in tokens), and the share of wall time spent outside ``LLM.generate``:
+each depth call, in tokens), and the share of wall time the engine had no work: outside
+``LLM.generate`` (``--scheduler lockstep``) or with no request in flight (``async``):
 the framework's overhead (PRM, selection with its embeddings and CP-SAT, KV accounting,
 bookkeeping), with the selector's and the PRM's parts. The engine is started, and the
 embedding model loaded, before any timing; both runs use the same engine, whose prefix
@@ -58,7 +59,9 @@ def compose_cfg(args: argparse.Namespace, selector: str):
             f"dataset.path={args.data}", f"dataset.limit={args.problems}", f"search.width={args.width}",
             f"search.seed={args.seed}", f"search.max_tokens={args.max_tokens}",
             f"search.max_step_tokens={args.max_step_tokens}",
-            f"search.concurrency={args.concurrency or args.problems}"]
+            f"search.concurrency={args.concurrency or args.problems}", f"search.scheduler={args.scheduler}"]
+    if args.scheduler == "async":  # the streaming engine (AsyncLLM) the async scheduler needs
+        base.append("policy._target_=ets.policies.vllm_async.AsyncVLLMPolicy")
     mine = {_key(o) for o in extra}
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("config", overrides=[o for o in base if _key(o) not in mine] + extra)
@@ -90,10 +93,12 @@ def timed(obj: object, method: str, totals: dict[str, float], calls: dict[str, l
     setattr(obj, method, wrapper)
 
 
-def run_one(args: argparse.Namespace, selector: str, embedder=None) -> tuple[dict, object]:
+def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None) -> tuple[dict, object, object]:
     search, dataset = build_search(compose_cfg(args, selector))
     if embedder is not None and getattr(search.selector, "embedder", None) is not None:
         search.selector.embedder = embedder
+    if policy is not None:  # one engine for every method (AsyncLLM engines are not shared)
+        search.policy = policy
     engine_start = search.policy.start_engine()
     if engine_start > 1:
         print(f"engine start: {engine_start:.1f}s (not in any wall time below)", flush=True)
@@ -109,7 +114,10 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None) -> tuple[dic
     start = time.perf_counter()
     search.run(dataset.load(), records.append, depths.append)
     wall = time.perf_counter() - start
-    in_engine = search.policy.engine_metrics()["generate_s"]
+    metrics = search.policy.engine_metrics()
+    # Seconds the engine had work: inside generate (lockstep), or with >= 1 group in flight
+    # (async: the search thread selects while the engine generates other problems' steps).
+    in_engine = metrics.get("engine_busy_s", metrics["generate_s"])
     engine = engine_kv(search.engine_series)
     summary = summarize(records, wall_time_s=wall)
     # The engine holds every problem in flight: compare it with the radix KV summed over them.
@@ -117,14 +125,16 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None) -> tuple[dic
     selects = per_call.get("select", [])
     # ETS embeds a whole depth at once (prepare): spread it over that depth's selections.
     embed_share = parts["prepare"] / len(selects) if selects else 0.0
-    bound = engine_bound(args, search.policy, records, selector) if args.bound else {}
+    # (the batch replay drives the offline engine: not on the async policy's AsyncLLM)
+    bound = engine_bound(args, search.policy, records, selector) if args.bound and args.scheduler == "lockstep" \
+        else {}
     return {
         "engine_start_s": engine_start, "select_ms_median": 1e3 * statistics.median(selects) if selects else 0.0,
         "select_ms_p95": 1e3 * sorted(selects)[int(0.95 * (len(selects) - 1))] if selects else 0.0,
         "embed_ms_per_select": 1e3 * embed_share,
         "selections": len(selects), "bound_tok_s": bound.get("tokens_per_s", 0.0),
         "bound": bound, "engine_s": in_engine,
-        "method": selector, "accuracy": summary["accuracy"]["weighted_majority"],
+        "method": f"{selector} ({args.scheduler})", "accuracy": summary["accuracy"]["weighted_majority"],
         "tokens": summary["tokens_generated"], "wall_s": wall, "tok_s": summary["tokens_generated"] / wall,
         "hit_rate": engine["prefix_cache_hit_rate"], "radix_kv": sum(radix) / len(radix),
         "radix_kv_problem": summary["kv"]["radix"]["mean"], "engine_kv": engine["mean"],
@@ -132,7 +142,7 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None) -> tuple[dic
         "selector": (parts["prepare"] + parts["select"]) / wall, "prm": parts["score"] / wall,
         "embed": parts["prepare"] / wall,
         "calls": search.counters.policy_calls,
-    }, getattr(search.selector, "embedder", None) or embedder
+    }, getattr(search.selector, "embedder", None) or embedder, search.policy
 
 
 def engine_bound(args: argparse.Namespace, policy, records: list[dict], selector: str) -> dict:
@@ -178,16 +188,21 @@ def main() -> None:
                              "e.g. selector.embedder.num_threads=2")
     parser.add_argument("--concurrency", type=int, help="problems in flight (default: all of them)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "gsm8k_test.jsonl"))
+    parser.add_argument("--scheduler", choices=("lockstep", "async"), default="lockstep",
+                        help="lockstep: the offline engine, one call per round; async: AsyncLLM, "
+                             "each problem's next steps sent as soon as it has selected (no bound)")
     parser.add_argument("--no-bound", dest="bound", action="store_false",
                         help="skip the raw engine bound (the batch replay)")
     parser.add_argument("--out", help="folder for engine.json and each method's problems.jsonl")
     args = parser.parse_args()
     register_configs()
-    rows, embedder = [], None
+    rows, embedder, policy = [], None, None
     for selector in args.selectors:
-        row, embedder = run_one(args, selector, embedder)
+        row, embedder, policy = run_one(args, selector, embedder, policy)
         rows.append(row)
         print(f"{selector}: done in {row['wall_s']:.0f}s", flush=True)
+    if callable(getattr(policy, "close", None)):
+        policy.close()
     print(f"\nSmolLM2-135M on vLLM ({' '.join(args.override) or 'vllm-cpu preset'}), {args.problems} GSM8K "
           f"problems, width {args.width}, seed {args.seed}, "
           f"max tokens {args.max_tokens} (step {args.max_step_tokens})\n")

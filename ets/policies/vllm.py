@@ -406,29 +406,21 @@ class VLLMPolicy:
 
     def generate(self, requests: Sequence[GenRequest]) -> list[list[Generation]]:
         """One engine call for all requests; ``requests[i].n`` generations each."""
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         engine = self.engine
-        # The step's log-probability is all the search uses: skip vLLM's per-token logprob
-        # work in its output processor (see install_step_logprob_only).
-        extra = {"extra_args": {STEP_LOGPROB_ONLY: True}} if self.step_logprob_only and \
-            install_step_logprob_only() else {}
         out: list[list[Generation] | None] = [None] * len(requests)
         prompts, params, index = [], [], []
         limit = self.max_model_len or engine.max_model_len
         rooms: dict[int, int] = {}
         for i, req in enumerate(requests):
-            room = req.max_tokens if limit is None else min(req.max_tokens, limit - len(req.context_ids))
+            room = self._room(req, limit)
             if room <= 0:  # the context already fills the model: nothing more can be written
                 out[i] = [Generation("", (), 0.0, "context") for _ in range(req.n)]
                 continue
             rooms[i] = room
             prompts.append(TokensPrompt(prompt_token_ids=list(req.context_ids)))
-            params.append(SamplingParams(
-                n=req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
-                temperature=self.temperature if req.temperature is None else req.temperature,
-                top_p=self.top_p, seed=req.seed, logprobs=0, **extra))
+            params.append(self._sampling_params(req, room))
             index.append(i)
         start = time.perf_counter()
         results = engine.generate(prompts, params) if prompts else []
@@ -443,6 +435,25 @@ class VLLMPolicy:
         for i, room in rooms.items():  # ended at max_model_len, not at the step's own limit
             out[i] = [context_finish(g, room, requests[i].max_tokens) for g in out[i] or []]
         return [g or [] for g in out]
+
+    @staticmethod
+    def _room(req: GenRequest, limit: int | None) -> int:
+        """Tokens ``req`` may write: its ``max_tokens``, or fewer where the context nears
+        the model's ``limit`` (``max_model_len``)."""
+        return req.max_tokens if limit is None else min(req.max_tokens, limit - len(req.context_ids))
+
+    def _sampling_params(self, req: GenRequest, room: int, **kwargs: Any) -> Any:
+        """vLLM ``SamplingParams`` of one request (both engines use these)."""
+        from vllm import SamplingParams
+
+        # The step's log-probability is all the search uses: skip vLLM's per-token logprob
+        # work in its output processor (see install_step_logprob_only).
+        if self.step_logprob_only and install_step_logprob_only():
+            kwargs["extra_args"] = {STEP_LOGPROB_ONLY: True}
+        return SamplingParams(
+            n=req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
+            temperature=self.temperature if req.temperature is None else req.temperature,
+            top_p=self.top_p, seed=req.seed, logprobs=0, **kwargs)
 
     def _generation(self, completion: Any) -> Generation:
         ids = tuple(completion.token_ids)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ets.policies.vllm import VLLMPolicy, supported_options
+from ets.policies.vllm import VLLMPolicy, context_finish, supported_options
 from ets.types import Generation, GenRequest
 
 log = logging.getLogger("ets.policies.vllm_async")
@@ -46,7 +46,13 @@ class AsyncVLLMPolicy(VLLMPolicy):
         self._done: queue.Queue[tuple[int, list[Any] | BaseException]] = queue.Queue()
         self._groups: dict[int, list[GenRequest]] = {}
         self._ticket = 0
-        self.stats.update({"submitted_groups": 0, "engine_start_s": 0.0})
+        self._limit: int | None = None  # max_model_len, known once the engine has started
+        self.stats.update({"submitted_groups": 0, "engine_start_s": 0.0, "engine_busy_s": 0.0})
+        # Engine busy time: seconds with at least one group in flight (the engine has work),
+        # as opposed to ``generate_s``, the seconds the search thread spent blocked in wait().
+        self._busy_lock = threading.Lock()
+        self._in_flight = 0
+        self._busy_since = 0.0
 
     # -- engine -----------------------------------------------------------------------------
     def _start(self) -> None:
@@ -77,7 +83,16 @@ class AsyncVLLMPolicy(VLLMPolicy):
         start = time.perf_counter()
         self._async = asyncio.run_coroutine_threadsafe(make(), self._loop).result()
         self.stats["engine_start_s"] = time.perf_counter() - start
+        # the engine's context limit (the model's, unless policy.max_model_len sets it)
+        self._limit = self.max_model_len or getattr(getattr(self._async, "model_config", None),
+                                                    "max_model_len", None)
         log.info("vLLM AsyncLLM for %s started in %.1fs", model, self.stats["engine_start_s"])
+
+    def start_engine(self) -> float:
+        """Start the ``AsyncLLM`` now; returns the seconds that took (0 when it was running)."""
+        started = time.perf_counter()
+        self._start()
+        return time.perf_counter() - started
 
     def close(self) -> None:
         if self._async is not None:
@@ -100,7 +115,6 @@ class AsyncVLLMPolicy(VLLMPolicy):
     # -- StreamingPolicy --------------------------------------------------------------------
     def submit(self, requests: Sequence[GenRequest]) -> int:
         """Queue a group; it comes back from :meth:`wait` once every request is done."""
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -110,20 +124,21 @@ class AsyncVLLMPolicy(VLLMPolicy):
         self._groups[ticket] = list(requests)
         jobs = []
         for i, req in enumerate(requests):
-            room = req.max_tokens if self.max_model_len is None else min(
-                req.max_tokens, self.max_model_len - len(req.context_ids))
+            room = self._room(req, self._limit)
             if room <= 0:
                 jobs.append(None)
                 continue
-            params = SamplingParams(
-                n=req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
-                temperature=self.temperature if req.temperature is None else req.temperature,
-                top_p=self.top_p, seed=req.seed, logprobs=0,
-                output_kind=RequestOutputKind.FINAL_ONLY)
+            # The same parameters as the batch engine (the step-logprob-only path included:
+            # without it vLLM builds a logprob entry per generated token), final outputs only.
+            params = self._sampling_params(req, room, output_kind=RequestOutputKind.FINAL_ONLY)
             jobs.append((TokensPrompt(prompt_token_ids=list(req.context_ids)), params, f"{ticket}-{i}"))
         self.stats["submitted_groups"] += 1
         self.stats["requests"] += sum(j is not None for j in jobs)
         assert self._loop is not None
+        with self._busy_lock:
+            if self._in_flight == 0:
+                self._busy_since = time.perf_counter()
+            self._in_flight += 1
         asyncio.run_coroutine_threadsafe(self._run_group(ticket, jobs), self._loop)
         return ticket
 
@@ -137,9 +152,14 @@ class AsyncVLLMPolicy(VLLMPolicy):
             return final
 
         try:
-            self._done.put((ticket, list(await asyncio.gather(*(one(j) for j in jobs)))))
+            result: list[Any] | BaseException = list(await asyncio.gather(*(one(j) for j in jobs)))
         except BaseException as exc:  # surfaced in the search's thread by wait()
-            self._done.put((ticket, exc))
+            result = exc
+        with self._busy_lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self.stats["engine_busy_s"] += time.perf_counter() - self._busy_since
+        self._done.put((ticket, result))
 
     def wait(self) -> list[tuple[int, list[list[Generation]]]]:
         """Block until a group is done; return it and every other group done by then."""
@@ -162,11 +182,12 @@ class AsyncVLLMPolicy(VLLMPolicy):
             gens = []
             for req, result in zip(requests, results):
                 if result is None:  # the context already fills the model
-                    gens.append([Generation("", (), 0.0, "length") for _ in range(req.n)])
+                    gens.append([Generation("", (), 0.0, "context") for _ in range(req.n)])
                     continue
                 self.stats["request_cached_tokens"] += result.num_cached_tokens or 0
                 self.stats["request_prompt_tokens"] += len(req.context_ids)
-                gens.append([self._generation(c) for c in result.outputs])
+                room = self._room(req, self._limit)
+                gens.append([context_finish(self._generation(c), room, req.max_tokens) for c in result.outputs])
             out.append((ticket, gens))
         return out
 
@@ -184,6 +205,6 @@ class AsyncVLLMPolicy(VLLMPolicy):
 
     def reset_engine_state(self) -> None:
         self.stats = dict.fromkeys(self.stats, 0)
-        self.stats["generate_s"] = 0.0
+        self.stats["generate_s"] = self.stats["engine_busy_s"] = 0.0
         if self._async is not None and self._loop is not None:
             asyncio.run_coroutine_threadsafe(self._async.reset_prefix_cache(), self._loop).result()
