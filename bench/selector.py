@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from ets.core.tree import Node, Tree  # noqa: E402
 from ets.selectors.ets import ETSSelector  # noqa: E402
 from ets.selectors.ets_ilp import ETSInstance, Solution, objective, solve_cpsat  # noqa: E402
-from ets.tree import Node, Tree  # noqa: E402
 
 CONF = ROOT / "conf"
 PAPER_LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}

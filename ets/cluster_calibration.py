@@ -158,7 +158,7 @@ def replay_frontiers(tree: Sequence[dict[str, Any]], width: int):
     remaining width)`` as the search loop handed them to its selector (remaining =
     ``width`` minus the trajectories finished so far). Token ids are placeholders of
     the recorded lengths. Used to run a selector offline on real frontiers."""
-    from ets.tree import Tree
+    from ets.core.tree import Tree
 
     root = tree[0]
     t = Tree(root["text"], tuple(range(root["tokens"])))

@@ -7,7 +7,7 @@ The trees in ``RUN_DIR/problems.jsonl`` say which node was expanded into how man
 children at every depth of every problem, and how many tokens each child has. The replay
 sends the same expansions in the same order and grouping as the search did (one engine
 call per depth iteration, the same problems in flight: the schedule of the depth-
-synchronous loop in :mod:`ets.search`, simulated from each problem's start order and
+synchronous loop in :mod:`ets.core.search`, simulated from each problem's start order and
 number of depths), each child a request of exactly its recorded number of tokens
 (``min_tokens = max_tokens``, EOS ignored, no stop strings). Each later request is the
 root prompt followed by the tokens *the replay* generated along that path, so the prefix
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ets.search import request_seed
+from ets.core.search import request_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("ets.replay")

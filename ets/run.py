@@ -12,12 +12,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ets.config import save_config, validate
+from ets.core.search import Search
 from ets.kv.accounting import KVAccounting
 from ets.policies.vllm import begin_job
 from ets.preflight import check_context
 from ets.results import ResultsFile, environment, summarize, write_json
 from ets.rundir import Attempts, RunLock, check_resume, engine_over_attempts, engine_partial
-from ets.search import Search
 from ets.signals import checkpoint
 
 log = logging.getLogger("ets")

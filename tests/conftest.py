@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from ets.config import register_configs
-from ets.tree import Node, Tree
+from ets.core.tree import Node, Tree
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -10,11 +10,11 @@ from enum import Enum
 from typing import Any
 
 from ets.cluster import cluster_labels
+from ets.core.tree import Node, Tree
 from ets.schema import num, schema
 from ets.selectors.allocation import rebase_allocation, softmax_weights
 from ets.selectors.ets_ilp import ETSInstance, Solution, solve_cpsat
 from ets.selectors.rebase import RebaseConf
-from ets.tree import Node, Tree
 
 # Reference quirk: with lambda_b = 0 the reference sets a tiny negative cost, i.e. a
 # reward of 1e-4 per kept node, so every candidate survives and ETS reduces to REBASE.

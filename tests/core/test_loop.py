@@ -172,7 +172,7 @@ def test_invalid_proposals_fail_naming_the_strategy(make, message):
 
 
 def test_foreign_finished_and_capped_nodes_are_refused():
-    from ets.tree import Tree
+    from ets.core.tree import Tree
 
     other = Tree("x", (1,))
     search = make_search(ScriptedPolicy(counting()), Bad(lambda t: [Expansion(other.root, 1)]))

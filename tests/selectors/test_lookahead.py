@@ -105,8 +105,8 @@ def test_lookahead_stops_where_max_nodes_would_be_exceeded():
 
 
 def test_the_factory_uses_the_lookahead_strategy_only_when_asked():
+    from ets.core.tree import Tree
     from ets.protocols import Budget
-    from ets.tree import Tree
 
     budget = Budget(4, 5, 100, 40)
     plain = WidthStrategies(BeamSelector(2))(None, Tree("q", (1,)), None, budget)

@@ -11,10 +11,10 @@ import pytest
 from hydra.utils import instantiate
 
 from ets.config import ConfigError, validate
+from ets.core.tree import Node, Tree
 from ets.protocols import Budget
 from ets.selectors.mcts_puct import MCTSPUCTStrategies, PUCTStrategy, legal_children, priors, puct_score
 from ets.selectors.mcts_uct import MCTSUCTStrategies, UCTStrategy
-from ets.tree import Node, Tree
 from tests.core.helpers import ScriptedPolicy, ScriptedPRM, make_search, problems, run_all
 
 BUDGET = Budget(width=4, max_depth=40, max_tokens=1000, max_nodes=1000)

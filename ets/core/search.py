@@ -33,10 +33,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ets.answers import vote
+from ets.core.answers import vote
 from ets.core.checks import StrategyError, check_proposal
 from ets.core.engines import streaming
 from ets.core.finish import from_policy
+from ets.core.tree import Node, Tree
 from ets.core.width import WidthStrategies
 from ets.kv.accounting import KVAccounting, ProblemKV
 from ets.protocols import (
@@ -55,7 +56,6 @@ from ets.protocols import (
     Selector,
     StrategyFactory,
 )
-from ets.tree import Node, Tree
 from ets.types import Generation, GenRequest, Problem
 
 SCHEDULERS = ("lockstep", "async")
