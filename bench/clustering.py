@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ets.config import register_configs
-from ets.run import build_search
+from ets.rundir.run import build_search
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PAPER_CUT = "selector.embedder.threshold=0.05"

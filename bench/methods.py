@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # ``python bench/methods.py``: make ``bench`` imp
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.search import PAPER_LAMBDA_S, Job, _share_embedders, _star  # noqa: E402
-from ets.results import VOTES, read_records, summarize, write_json  # noqa: E402
+from ets.rundir.results import VOTES, read_records, summarize, write_json  # noqa: E402
 
 #: name -> Hydra overrides for budget ``{B}`` (``{lambda_s}``: the ETS paper's coverage
 #: weight at width B). Every run also gets ``search.width={B}``; a method whose budget is
@@ -77,13 +77,13 @@ def row(method: str, budget: int, runs: Sequence[tuple[list[dict[str, Any]], dic
 
     Accuracy per vote: the mean over all (problem, seed) pairs (weighted vote with a t-based
     95% CI over the pairs); tokens and PRM calls: means per (problem, seed)
-    (:func:`ets.results.per_problem`); KV: :func:`ets.results.summarize` over all records
+    (:func:`ets.rundir.results.per_problem`); KV: :func:`ets.rundir.results.summarize` over all records
     (``total``: mean per-problem sum, ``mean``: over every (problem, seed, call)), None when
     no selection call was measured (best-of-N with the ``full`` expander never selects, so
     the reference's KV measure has nothing to count); wall time: the runs' wall time summed
     over seeds, per problem.
     """
-    from ets.runs import mean_ci
+    from ets.rundir.runs import mean_ci
 
     records = [r for recs, _ in runs for r in recs]
     summary = summarize(records)

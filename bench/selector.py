@@ -88,7 +88,7 @@ def record_search(width: int, problems: int) -> list[ETSInstance]:
     from hydra import compose, initialize_config_dir
 
     from ets.config import register_configs
-    from ets.run import build_search
+    from ets.rundir.run import build_search
 
     register_configs()
     overrides = ["+experiment=synthetic", "selector=ets", f"search.width={width}",

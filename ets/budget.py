@@ -19,7 +19,7 @@ from typing import Any, cast
 from ets.core.answers import vote
 from ets.core.tree import Node
 from ets.protocols import Grader
-from ets.results import VOTES
+from ets.rundir.results import VOTES
 
 
 @dataclass

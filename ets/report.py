@@ -9,7 +9,7 @@ newest-step share and, with ``--baseline RUN``, each run's KV ratios to that run
 subsampled from one run (:mod:`ets.budget`). Compute columns (TFLOPs, :mod:`ets.compute`);
 ``--pareto-x flops`` puts compute on the Pareto plot's x axis; ``--pareto-x tokens`` /
 ``prm_calls`` the generated tokens (rollouts included) / PRM-scored items per problem,
-also table columns (``summary.json`` ``per_problem``, :func:`ets.results.per_problem`). ``--trees [IDS]`` writes one
+also table columns (``summary.json`` ``per_problem``, :func:`ets.rundir.results.per_problem`). ``--trees [IDS]`` writes one
 self-contained HTML tree viewer per problem instead (:mod:`ets.treeview`).
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 from ets import budget as B
 from ets import compute as C
 from ets import plots
-from ets.results import VOTES, read_records
-from ets.results import per_problem as _per_problem
-from ets.runs import Run, choose_budget_run, kv_per_depth, load_grader, load_runs, mean_ci, seed_groups
+from ets.rundir.results import VOTES, read_records
+from ets.rundir.results import per_problem as _per_problem
+from ets.rundir.runs import Run, choose_budget_run, kv_per_depth, load_grader, load_runs, mean_ci, seed_groups
 
 SHORT = {"weighted_majority": "wmaj", "majority": "maj", "best_of_n": "bon", "coverage": "cov"}
 Column = tuple[str, Callable[[Run], Any], str]

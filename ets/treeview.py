@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ets.compute import is_free_prm, problem_compute, resolve_shapes
-from ets.results import read_records
+from ets.rundir.results import read_records
 
 X_GAP, Y_GAP, R, PAD = 22, 70, 7, 30
 
@@ -272,7 +272,7 @@ def _grader(run_dir: Path) -> Any | None:
     if config is None:
         return None
     try:
-        from ets.runs import load_grader
+        from ets.rundir.runs import load_grader
 
         return load_grader(config)
     except Exception:  # noqa: BLE001 - correctness then comes from the votes

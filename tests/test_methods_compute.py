@@ -12,7 +12,7 @@ from PIL import Image
 
 from ets.compute import ModelShape, problem_compute, run_compute
 from ets.report import PARETO_X, main
-from ets.results import VOTES, per_problem, prm_scored, summarize
+from ets.rundir.results import VOTES, per_problem, prm_scored, summarize
 from ets.selectors.rebase import RebaseSelector
 from tests.core.helpers import (
     LookaheadStrategies,

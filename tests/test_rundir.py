@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ets.results import ResultsFile, read_records, write_json
-from ets.run import run
-from ets.rundir import RunDirError, RunLock
+from ets.rundir.integrity import RunDirError, RunLock
+from ets.rundir.results import ResultsFile, read_records, write_json
+from ets.rundir.run import run
 from tests.conftest import ROOT, crash_policy_at
 
 BASE = ["+experiment=synthetic", "search.width=8", "search.concurrency=2"]
@@ -83,7 +83,7 @@ def test_counters_are_exact_over_attempts(compose_cfg, tmp_path, monkeypatch):
     out = tmp_path / "resumed"
     with pytest.raises(Crash):
         run(cfg, out)
-    import ets.run as ets_run
+    import ets.rundir.run as ets_run
 
     monkeypatch.setattr(ets_run, "build_search", real)
     resumed = run(cfg, out)
@@ -229,7 +229,7 @@ def test_only_an_unterminated_last_line_is_torn(tmp_path):
 # ---- 11. short writes ----------------------------------------------------------------
 SHORT_WRITE = textwrap.dedent("""
     import resource, signal, sys
-    from ets.results import ResultsFile
+    from ets.rundir.results import ResultsFile
     path, limit = sys.argv[1], int(sys.argv[2])
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, write() is cut short
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -282,8 +282,8 @@ def test_unreadable_files_are_named_and_the_report_skips_that_run(compose_cfg, t
 
 
 def test_engine_numbers_add_up_over_attempts():
-    from ets.run import engine_kv
-    from ets.rundir import engine_over_attempts, engine_partial
+    from ets.rundir.integrity import engine_over_attempts, engine_partial
+    from ets.rundir.run import engine_kv
 
     # the prefix-cache counters are cumulative within one engine (one attempt)
     a = [{"kv_tokens": 10.0, "prefix_cache_hits": 1, "prefix_cache_queries": 4},
@@ -302,7 +302,7 @@ def test_engine_numbers_add_up_over_attempts():
 def test_a_kill_between_record_and_run_json_is_settled_by_the_record(tmp_path, on_disk):
     from types import SimpleNamespace
 
-    from ets.rundir import Attempts
+    from ets.rundir.integrity import Attempts
 
     first = Attempts(tmp_path, {}, {})
     first.progress(SimpleNamespace(policy_calls=3, prm_calls=3), {"solves": 2}, None)

@@ -8,7 +8,7 @@
 - :mod:`ets.core.width`: the adapter strategy that runs every ``Selector`` (width
   allocation over this depth's new children) on the :class:`~ets.protocols.SearchStrategy`
   protocol.
-- :mod:`ets.core.lookahead`: look-ahead rollouts that score a child without consuming width.
+- :mod:`ets.core.lookahead`: look-ahead rollouts for the width selectors (beam search, DVTS).
 - :mod:`ets.core.engines`: how the scheduler talks to a policy (one batch of what is
   ready, or a streaming policy that returns requests as they finish).
 - :mod:`ets.core.checks`: validation of what strategies return.

@@ -68,7 +68,7 @@ class _Live:
     strategy: SearchStrategy
     kv: ProblemKV
     started: float = field(default_factory=time.perf_counter)
-    start_index: int = 0  # order in which problems entered the search (ets.replay)
+    start_index: int = 0  # order in which problems entered the search (ets.rundir.replay)
     pending: list[Expansion] = field(default_factory=list)
     nodes: int = 0  # generated nodes (tree and rollouts), for the budget check
     kv_count: int = 0  # len(strategy.kv_nodes()) after the last round (asked once per round)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from ets.compute import flat_metrics
-from ets.results import VOTES, read_records
+from ets.rundir.results import VOTES, read_records
 from ets.schema import schema
 from ets.trackers.local import LocalTracker, TrackerConf
 

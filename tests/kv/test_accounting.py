@@ -20,8 +20,8 @@ from ets.core.width import WidthStrategies, WidthStrategy
 from ets.kv import PagedKV, PaperKV, RadixKV
 from ets.kv.accounting import KVAccounting, ProblemKV, kept, run_kv
 from ets.protocols import Expansion
-from ets.results import summarize
-from ets.run import build_search
+from ets.rundir.results import summarize
+from ets.rundir.run import build_search
 from ets.types import Problem
 from tests.conftest import CONF
 from tests.kv.test_backends import brute_paged, brute_paper, brute_radix

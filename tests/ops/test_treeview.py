@@ -54,7 +54,7 @@ def test_pages_written_for_ids(run, tmp_path):
         'xmlns="http://www.w3.org/2000/svg"', "")  # nothing to fetch at view time
     assert text.count('class="edge"') == len(recs[1]["tree"]) - 1
     from ets.compute import run_compute
-    from ets.runs import load_runs
+    from ets.rundir.runs import load_runs
 
     flops = run_compute([recs[1]], load_runs(run)[0].config)["total_flops"]
     assert f"{flops / 1e12:.4g} TFLOPs" in text  # the problem's compute in the header

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ets.results import ResultsFile
-from ets.run import run
+from ets.rundir.results import ResultsFile
+from ets.rundir.run import run
 from ets.trackers.wandb import default_group, resolve_mode, summary_metrics
 from tests.conftest import ROOT, crash_policy_at
 from tests.ops.wandb_log import offline_runs, read_offline_run
@@ -151,7 +151,7 @@ def test_cli_sweep_shares_a_group_and_never_writes_the_key(tmp_path):
 
 
 def test_wandb_is_imported_lazily():
-    code = "import sys, ets.run, ets.trackers.wandb, ets.report, ets.rerun; print('wandb' in sys.modules)"
+    code = "import sys, ets.rundir.run, ets.trackers.wandb, ets.report, ets.rundir.rerun; print('wandb' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "False", proc.stderr[-2000:]
 

@@ -427,8 +427,8 @@ def test_cli_synthetic_mcts_uct(tmp_path):
 
 @pytest.mark.slow  # SmolLM2-135M on CPU (transformers), in process: both methods
 def test_smollm2_both_mcts(tmp_path):
-    from ets.results import ResultsFile
-    from ets.run import run
+    from ets.rundir.results import ResultsFile
+    from ets.rundir.run import run
     from tests.core.golden import compose
 
     common = ["dataset=demo", "dataset.limit=1", "search.width=2", "search.max_step_tokens=32",

@@ -13,7 +13,7 @@ from ets.core.tree import Tree
 from ets.datasets.synthetic import SyntheticDataset
 from ets.policies.synthetic import SyntheticPolicy
 from ets.prms.synthetic import SyntheticPRM
-from ets.run import build_search
+from ets.rundir.run import build_search
 from ets.synthetic import fit, profiles
 from ets.types import GenRequest
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ets.results import RunFileError, read_json, read_records
+from ets.rundir.results import RunFileError, read_json, read_records
 
 log = logging.getLogger("ets")
 
@@ -71,7 +71,7 @@ def same_but_seed(a: Run, b: Run) -> bool:
 
 def find_run_dirs(root: Path, exclude: Path | None = None) -> list[Path]:
     """Run dirs at or below ``root`` (a ``config.yaml`` next to ``problems.jsonl`` or
-    ``summary.json``), sorted. Runs nested inside another run (``ets.rerun``'s
+    ``summary.json``), sorted. Runs nested inside another run (``python -m ets.rerun``'s
     ``<run>/rerun-1``) are left out, and so are ``exclude`` and everything below it.
     The one finder of reports and merges, so neither counts a nested run twice."""
     skip = Path(exclude).resolve() if exclude is not None else None
