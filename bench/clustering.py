@@ -79,8 +79,8 @@ def real_frontiers(run_dirs: list[Path], cuts: list[float]) -> None:
     pruned numbers the selector would log there."""
     import json
 
+    from ets.analysis.cluster_calibration import replay_frontiers
     from ets.cluster import SentenceEmbedder
-    from ets.cluster_calibration import replay_frontiers
     from ets.selectors.ets import ETSSelector
 
     emb = SentenceEmbedder(device="cpu", threshold=0.0)

@@ -103,7 +103,7 @@ def row(method: str, budget: int, runs: Sequence[tuple[list[dict[str, Any]], dic
 def fronts(rows: Sequence[dict[str, Any]]) -> None:
     """Mark each row on the accuracy (weighted vote) vs tokens / vs KV total Pareto front
     (rows without a KV measurement are on neither side of the KV front)."""
-    from ets.plots import pareto_front
+    from ets.analysis.plots import pareto_front
 
     for axis in ("tokens", "kv"):
         on = [r for r in rows if axis == "tokens" or r["kv"] is not None]
@@ -115,7 +115,7 @@ def fronts(rows: Sequence[dict[str, Any]]) -> None:
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as Markdown, by budget then method."""
-    from ets.report import markdown
+    from ets.analysis.report import markdown
 
     head = ["B", "method", "problems×seeds", "acc % wvote ± 95% CI", "acc % maj", "acc % best-of",
             "tokens/problem", "PRM calls/problem", f"KV {BACKEND} total", f"KV {BACKEND} mean",
@@ -137,7 +137,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 
 def plots(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     """Accuracy (weighted vote) vs tokens and vs KV total, one point per (method, B)."""
-    from ets.plots import plot_accuracy_vs_kv
+    from ets.analysis.plots import plot_accuracy_vs_kv
 
     points = [{"tokens": r["tokens"], "kv": None if r["kv"] is None else r["kv"]["total"],
                "selector": r["method"], "accuracy": r["accuracy"]["weighted_majority"],

@@ -168,8 +168,8 @@ def _sel(row: dict[str, Any], key: str, spec: str) -> str:
 
 def tables(result: dict[str, Any]) -> str:
     """The study as Markdown (main table, then the grid with its Pareto front)."""
-    from ets.plots import pareto_front
-    from ets.report import markdown
+    from ets.analysis.plots import pareto_front
+    from ets.analysis.report import markdown
 
     head = ["W", "method", "problems×seeds", "acc % (wvote) ± 95% CI", "REBASE/x KV paper mean",
             "paper total", "radix mean", "radix total", "K/N", "kept/call", "REBASE-expand/call",
@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(args.out / "study.json", result)
     (args.out / "study.md").write_text(md + "\n")
     if result["grid"]:
-        from ets.plots import plot_accuracy_vs_kv
+        from ets.analysis.plots import plot_accuracy_vs_kv
 
         plot_accuracy_vs_kv([{"kv": p["kv"]["paper"]["total"], "accuracy": p["accuracy"],
                               "selector": p["method"], "label": f"{p['lambda_b']},{p['lambda_s']}"}

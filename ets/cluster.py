@@ -19,7 +19,7 @@ PAPER_MODEL = "math-similarity/Bert-MLM_arXiv-MP-class_zbMath"
 #: as the same move. The paper's 0.05 belongs to its zbMath model; all-MiniLM-L6-v2
 #: spreads the same step texts much further apart (sibling/cousin steps of real SmolLM2
 #: searches: median 0.61), so its cut is calibrated on labelled step pairs
-#: (:mod:`ets.cluster_calibration`, ``ets/data/step_pairs.jsonl``).
+#: (:mod:`ets.analysis.cluster_calibration`, ``ets/data/step_pairs.jsonl``).
 KNOWN_THRESHOLDS: dict[str, float] = {
     PAPER_MODEL: 0.05,
     "all-MiniLM-L6-v2": 0.15,

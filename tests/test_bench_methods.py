@@ -11,7 +11,7 @@ from PIL import Image
 
 from bench import methods as M
 from bench.search import Job, run_job
-from ets.plots import pareto_front
+from ets.analysis.plots import pareto_front
 from ets.rundir.results import read_records
 
 

@@ -365,7 +365,7 @@ class Search:
         }
         if state.rollout_tokens:
             record["rollout_tokens"] = state.rollout_tokens
-        if tree.rollouts:  # their compute (ets.compute); not part of the tree, width or KV
+        if tree.rollouts:  # their compute (ets.analysis.compute); not part of the tree, width or KV
             record["rollouts"] = [{"id": n.id, "parent": n.parent.id if n.parent else None,
                                    "tokens": n.n_tokens, "score": n.score}
                                   for n in tree.rollouts.values()]

@@ -125,7 +125,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, forced: list[str]) -> dict[str, 
         status = "finished"
         totals = attempts.summary_counters()
         engine = totals.pop("engine")
-        from ets.compute import run_compute  # FLOPs from the dumped trees
+        from ets.analysis.compute import run_compute  # FLOPs from the dumped trees
 
         rows = _unique([r for r in records if r["id"] in ids])  # one record per problem
         summary = summarize(

@@ -213,7 +213,7 @@ class ETSSelector:
             keep = self.solve(inst).keep
             labels = _labels(candidates, inst.clusters, self.coverage_weight > 0)
             for node, label in zip(candidates, labels or ()):
-                node.cluster = label  # shown by the tree pages (ets.report --trees)
+                node.cluster = label  # shown by the tree pages (python -m ets.report --trees)
             counts = self.allocate(candidates, keep, width, labels)
             self._log(candidates, keep, counts, labels, width)
         self.stats["selects"] += 1

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from scipy.stats import t as student_t
 
-from ets.budget import budget_curve, budgets, trajectories
-from ets.plots import pareto_front
-from ets.report import main, pick_baseline
+from ets.analysis.budget import budget_curve, budgets, trajectories
+from ets.analysis.plots import pareto_front
+from ets.analysis.report import main, pick_baseline
 from ets.rundir.results import VOTES, read_records, summarize
 from ets.rundir.runs import find_runs, kv_per_depth, load_grader, load_runs, mean_ci, short_names
 from tests.conftest import ROOT

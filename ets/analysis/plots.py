@@ -50,7 +50,7 @@ def plot_accuracy_vs_kv(points: Sequence[dict[str, Any]], headline: str, path: P
     with the Pareto front (least ``x`` for the accuracy) drawn as a step line.
 
     ``x`` picks the cost axis: ``kv`` (mean KV of the ``headline`` backend) or any other
-    key of the points (e.g. ``flops``, from :mod:`ets.compute`), labelled ``xlabel``.
+    key of the points (e.g. ``flops``, from :mod:`ets.analysis.compute`), labelled ``xlabel``.
     """
     fig, (ax,) = _figure()
     points = [dict(p, kv=p[x]) for p in points]
