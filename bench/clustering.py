@@ -80,7 +80,7 @@ def real_frontiers(run_dirs: list[Path], cuts: list[float]) -> None:
     import json
 
     from ets.analysis.cluster_calibration import replay_frontiers
-    from ets.cluster import SentenceEmbedder
+    from ets.selectors.cluster import SentenceEmbedder
     from ets.selectors.ets import ETSSelector
 
     emb = SentenceEmbedder(device="cpu", threshold=0.0)

@@ -80,7 +80,7 @@ _MODELS: dict[Any, Any] = {}
 
 def _share_embedders() -> None:
     """One embedding model and text cache per worker process, whatever run builds it."""
-    from ets.cluster import SentenceEmbedder
+    from ets.selectors.cluster import SentenceEmbedder
 
     load = SentenceEmbedder._load
 

@@ -2,7 +2,7 @@ import pytest
 
 from ets.core.answers import aggregate, extract_answer, vote
 from ets.core.tree import Tree
-from ets.grading import MathVerifyGrader, NumericGrader
+from ets.datasets.grading import MathVerifyGrader, NumericGrader
 
 
 @pytest.mark.parametrize(("text", "markers", "want"), [

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ets.cluster import SentenceEmbedder, cluster_labels
+from ets.selectors.cluster import SentenceEmbedder, cluster_labels
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_average_linkage_against_scipy_free_brute_force():
 def test_device_auto_follows_torch(monkeypatch):
     import torch
 
-    from ets.cluster import resolve_device
+    from ets.selectors.cluster import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == "cuda"
@@ -67,7 +67,7 @@ def test_device_auto_follows_torch(monkeypatch):
 
 
 def test_threshold_is_a_property_of_the_model():
-    from ets.cluster import KNOWN_THRESHOLDS, MINILM, PAPER_MODEL, default_threshold
+    from ets.selectors.cluster import KNOWN_THRESHOLDS, MINILM, PAPER_MODEL, default_threshold
 
     assert default_threshold(PAPER_MODEL) == 0.05  # the paper's model keeps the paper's cut
     assert default_threshold(None) == KNOWN_THRESHOLDS[MINILM]  # shipped MiniLM
@@ -82,7 +82,7 @@ def test_threshold_is_a_property_of_the_model():
 def test_config_default_ets_uses_the_embedder_cut(compose_cfg):
     from hydra.utils import instantiate
 
-    from ets.cluster import KNOWN_THRESHOLDS, MINILM
+    from ets.selectors.cluster import KNOWN_THRESHOLDS, MINILM
 
     cfg = compose_cfg("selector=ets")
     assert cfg.selector.cluster_threshold is None and cfg.selector.embedder.threshold is None
@@ -146,7 +146,7 @@ def test_shipped_pairs_and_the_calibrated_cut(embedder):
     and with the real MiniLM model the cut in KNOWN_THRESHOLDS is the best-F1 cut with
     the precision/recall recorded in ets.analysis.cluster_calibration's docstring."""
     from ets.analysis.cluster_calibration import calibrate, load_pairs, same_move
-    from ets.cluster import KNOWN_THRESHOLDS, MINILM
+    from ets.selectors.cluster import KNOWN_THRESHOLDS, MINILM
 
     pairs = load_pairs()
     real = [p for p in pairs if p.source != "synthetic"]

@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sel = [p for p in pairs if p.source == src]
             print(f"{src}: {len(sel)} pairs, {sum(p.same for p in sel)} same move")
         return
-    from ets.cluster import SentenceEmbedder
+    from ets.selectors.cluster import SentenceEmbedder
 
     pairs = load_pairs(args.pairs)
     emb = SentenceEmbedder(args.model, device="cpu", threshold=0.0)

@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from ets.cluster import cluster_labels
 from ets.core.tree import Node, Tree
 from ets.schema import num, schema
 from ets.selectors.allocation import rebase_allocation, softmax_weights
+from ets.selectors.cluster import cluster_labels
 from ets.selectors.ets_ilp import ETSInstance, Solution, solve_cpsat
 from ets.selectors.rebase import RebaseConf
 

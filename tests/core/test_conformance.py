@@ -22,9 +22,9 @@ import pytest
 
 from ets.core.search import Search
 from ets.core.width import WidthStrategies, WidthStrategy
+from ets.datasets.grading import NumericGrader
 from ets.datasets.synthetic import SyntheticDataset
 from ets.expanders.step import StepExpander
-from ets.grading import NumericGrader
 from ets.policies.synthetic import SyntheticPolicy
 from ets.prms.synthetic import SyntheticPRM
 from ets.selectors.astar import AStarStrategies
