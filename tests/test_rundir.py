@@ -64,9 +64,9 @@ def test_resume_refuses_a_different_config(compose_cfg, tmp_path):
 
 def test_a_config_saved_with_moved_targets_still_loads_reruns_and_resumes(compose_cfg, tmp_path):
     """A ``config.yaml`` written before the package regroup names the embedder and grader at
-    their old paths (``ets.cluster``, ``ets.grading``): its grader still loads (reports),
-    ``python -m ets.rerun`` re-executes it identically, and resuming it with today's config
-    is not refused as another experiment."""
+    their old paths (``ets.cluster``, ``ets.grading``; now ``ets.selectors.cluster``, ``ets.datasets.grading``):
+    its grader still loads (reports), ``python -m ets.rerun`` re-executes it identically,
+    and resuming it with today's config is not refused as another experiment."""
     from ets.datasets.grading import NumericGrader
     from ets.rundir.rerun import main as rerun_main
     from ets.rundir.runs import flatten, load_config, load_grader
@@ -79,9 +79,12 @@ def test_a_config_saved_with_moved_targets_still_loads_reruns_and_resumes(compos
     before = today.replace("ets.selectors.cluster.", "ets.cluster.").replace("ets.datasets.grading.", "ets.grading.")
     (out / "config.yaml").write_text(before)
     saved = load_config(out / "config.yaml")
-    assert saved["dataset"]["grader"]["_target_"] == "ets.grading.NumericGrader"
+    leaves = flatten(saved)  # the saved (old) paths compare as today's
+    assert (saved["dataset"]["grader"]["_target_"], leaves["dataset.grader._target_"]) == \
+        ("ets.grading.NumericGrader", "ets.datasets.grading.NumericGrader")
+    assert (saved["selector"]["embedder"]["_target_"], leaves["selector.embedder._target_"]) == \
+        ("ets.cluster.SentenceEmbedder", "ets.selectors.cluster.SentenceEmbedder")
     assert isinstance(load_grader(saved), NumericGrader)
-    assert flatten(saved)["selector.embedder._target_"] == "ets.selectors.cluster.SentenceEmbedder"
     assert rerun_main([str(out), "--out", str(tmp_path / "rerun")]) == 0  # identical records
     again = run(compose_cfg(*tiny), out)  # resume: the same experiment, nothing re-run
     assert again["accuracy"] == first["accuracy"] and again["problems"] == 3

@@ -104,7 +104,7 @@ def check_same_experiment(runs: Sequence[ShardRun]) -> None:
             raise MergeError(
                 f"{run.path} is not a shard of the same experiment as {runs[0].path}: "
                 f"config differs in {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}. "
-                "Point ets.merge at a dir holding the shards of one experiment only.")
+                "Point python -m ets.merge at a dir holding the shards of one experiment only.")
 
 
 def check_shards(runs: Sequence[ShardRun]) -> int:
