@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ets.config import register_configs
-from ets.run import build_search
+from ets.rundir.run import build_search
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PAPER_CUT = "selector.embedder.threshold=0.05"
@@ -79,8 +79,8 @@ def real_frontiers(run_dirs: list[Path], cuts: list[float]) -> None:
     pruned numbers the selector would log there."""
     import json
 
-    from ets.cluster import SentenceEmbedder
-    from ets.cluster_calibration import replay_frontiers
+    from ets.analysis.cluster_calibration import replay_frontiers
+    from ets.selectors.cluster import SentenceEmbedder
     from ets.selectors.ets import ETSSelector
 
     emb = SentenceEmbedder(device="cpu", threshold=0.0)

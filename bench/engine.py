@@ -26,7 +26,7 @@ Besides the table it prints the engine's start-up on its own line (not in any wa
 the median selection time per problem and depth (``selector.select``, embedding included
 via ``prepare`` spread over the problems of the depth), and the raw engine bound: the
 same requests (prompt lengths, prefix sharing, exact output lengths) replayed by
-:mod:`ets.replay` as one plain batch, with no depth barriers and no framework in between.
+:mod:`ets.rundir.replay` as one plain batch, with no depth barriers and no framework in between.
 ``--out DIR`` writes ``engine.json`` and each method's ``problems.jsonl`` there.
 """
 
@@ -41,8 +41,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from ets.config import register_configs
-from ets.results import summarize
-from ets.run import build_search, engine_kv
+from ets.rundir.results import summarize
+from ets.rundir.run import build_search, engine_kv
 from ets.types import GenRequest, Problem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,10 +146,10 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
 
 
 def engine_bound(args: argparse.Namespace, policy, records: list[dict], selector: str) -> dict:
-    """The search's requests replayed by ets.replay as one plain batch on the same engine."""
+    """The search's requests replayed by ets.rundir.replay as one plain batch on the same engine."""
     import tempfile
 
-    from ets.replay import Replayer, load_trees, schedule
+    from ets.rundir.replay import Replayer, load_trees, schedule
 
     out = Path(args.out) / selector if args.out else Path(tempfile.mkdtemp(prefix="ets-bench-"))
     out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@
 #
 #   OUT=/tmp/out PROBLEMS=100 bash bench/gpu_real_study.sh      # data under .gpudata/
 #
-# SHARDS=n splits every run over n processes (dataset.shard=i/n, merged with ets.merge).
+# SHARDS=n splits every run over n processes (dataset.shard=i/n, merged with python -m ets.merge).
 # TIMEOUT=SECONDS stops each run cleanly (SIGINT; finished problems kept, reported as
 # partial). Writes $OUT/real_study.md (one row per run) and $OUT/real_runs.tar.gz (every run dir:
 # config, summary, problems.jsonl with the full trees — also the real traces the clustering
@@ -65,7 +65,7 @@ for d in sorted(p for p in runs.iterdir() if p.is_dir() and p.name != "shards"):
     if f.exists():
         s = json.loads(f.read_text())
     else:  # stopped by the time limit (SIGINT: finished problems kept): partial summary
-        from ets.results import summarize
+        from ets.rundir.results import summarize
         s = summarize(recs, wall_time_s=float("nan"))
         d = d.with_name(d.name + " (partial)")
     rows[d.name] = s

@@ -105,7 +105,7 @@ EOF
   timeout -s INT -k 20 ${TIMEOUT:-100000} $PY - "$model" "$budget" "$RUNS" "$pattern" "${kv[@]}" <<'EOF' 2>&1 | tee "$OUT/replay34b_$budget.md"
 import json, os, sys
 from pathlib import Path
-from ets.replay import build_policy, format_result, replay
+from ets.rundir.replay import build_policy, format_result, replay
 model, budget, runs, pattern = sys.argv[1:5]
 blocks = int(sys.argv[6]) if len(sys.argv) > 6 else None
 from ets.models import resolve_model

@@ -20,10 +20,10 @@ import random
 import statistics
 import time
 
+from ets.core.tree import Node, Tree
 from ets.kv import PagedKV, PaperKV, RadixKV
 from ets.kv.accounting import KVAccounting
 from ets.protocols import KVBackend
-from ets.tree import Node, Tree
 
 
 def synthetic_tree(

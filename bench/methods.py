@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # ``python bench/methods.py``: make ``bench`` imp
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.search import PAPER_LAMBDA_S, Job, _share_embedders, _star  # noqa: E402
-from ets.results import VOTES, read_records, summarize, write_json  # noqa: E402
+from ets.rundir.results import VOTES, read_records, summarize, write_json  # noqa: E402
 
 #: name -> Hydra overrides for budget ``{B}`` (``{lambda_s}``: the ETS paper's coverage
 #: weight at width B). Every run also gets ``search.width={B}``; a method whose budget is
@@ -77,13 +77,13 @@ def row(method: str, budget: int, runs: Sequence[tuple[list[dict[str, Any]], dic
 
     Accuracy per vote: the mean over all (problem, seed) pairs (weighted vote with a t-based
     95% CI over the pairs); tokens and PRM calls: means per (problem, seed)
-    (:func:`ets.results.per_problem`); KV: :func:`ets.results.summarize` over all records
+    (:func:`ets.rundir.results.per_problem`); KV: :func:`ets.rundir.results.summarize` over all records
     (``total``: mean per-problem sum, ``mean``: over every (problem, seed, call)), None when
     no selection call was measured (best-of-N with the ``full`` expander never selects, so
     the reference's KV measure has nothing to count); wall time: the runs' wall time summed
     over seeds, per problem.
     """
-    from ets.runs import mean_ci
+    from ets.rundir.runs import mean_ci
 
     records = [r for recs, _ in runs for r in recs]
     summary = summarize(records)
@@ -103,7 +103,7 @@ def row(method: str, budget: int, runs: Sequence[tuple[list[dict[str, Any]], dic
 def fronts(rows: Sequence[dict[str, Any]]) -> None:
     """Mark each row on the accuracy (weighted vote) vs tokens / vs KV total Pareto front
     (rows without a KV measurement are on neither side of the KV front)."""
-    from ets.plots import pareto_front
+    from ets.analysis.plots import pareto_front
 
     for axis in ("tokens", "kv"):
         on = [r for r in rows if axis == "tokens" or r["kv"] is not None]
@@ -115,7 +115,7 @@ def fronts(rows: Sequence[dict[str, Any]]) -> None:
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as Markdown, by budget then method."""
-    from ets.report import markdown
+    from ets.analysis.report import markdown
 
     head = ["B", "method", "problems×seeds", "acc % wvote ± 95% CI", "acc % maj", "acc % best-of",
             "tokens/problem", "PRM calls/problem", f"KV {BACKEND} total", f"KV {BACKEND} mean",
@@ -137,7 +137,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 
 def plots(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     """Accuracy (weighted vote) vs tokens and vs KV total, one point per (method, B)."""
-    from ets.plots import plot_accuracy_vs_kv
+    from ets.analysis.plots import plot_accuracy_vs_kv
 
     points = [{"tokens": r["tokens"], "kv": None if r["kv"] is None else r["kv"]["total"],
                "selector": r["method"], "accuracy": r["accuracy"]["weighted_majority"],

@@ -24,7 +24,7 @@ from hydra import initialize_config_dir
 from hydra.utils import instantiate
 
 from ets.config import register_configs
-from ets.run import build_search
+from ets.rundir.run import build_search
 from ets.types import GenRequest
 
 ROOT = Path(__file__).resolve().parents[1]

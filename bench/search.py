@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ets.results import read_records, summarize, write_json
+from ets.rundir.results import read_records, summarize, write_json
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 #: ETS paper's coverage weight λ_s per width (hype-parameters/ets_*_math500.yaml); λ_b = 1.
@@ -80,7 +80,7 @@ _MODELS: dict[Any, Any] = {}
 
 def _share_embedders() -> None:
     """One embedding model and text cache per worker process, whatever run builds it."""
-    from ets.cluster import SentenceEmbedder
+    from ets.selectors.cluster import SentenceEmbedder
 
     load = SentenceEmbedder._load
 
@@ -99,7 +99,7 @@ def run_job(job: Job, out: Path) -> tuple[Job, dict[str, Any]]:
     from hydra import compose, initialize_config_dir
 
     from ets.config import register_configs
-    from ets.run import run
+    from ets.rundir.run import run
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -123,12 +123,12 @@ def pool(runs: Sequence[tuple[list[dict[str, Any]], dict[str, Any]]]) -> dict[st
     """Pool several seeds' runs of one setting: each run is (problem records, selector_stats).
 
     Accuracy (weighted vote) is the mean over all (problem, seed) pairs with a t-based 95%
-    CI over those pairs; KV is :func:`ets.results.summarize` over all records (``mean``
+    CI over those pairs; KV is :func:`ets.rundir.results.summarize` over all records (``mean``
     over every (problem, seed, call), ``total`` the mean per-(problem, seed) sum); the
     selector counts are summed over seeds and their ratios recomputed
     (:func:`ets.selectors.ets.derived_stats`).
     """
-    from ets.runs import mean_ci
+    from ets.rundir.runs import mean_ci
     from ets.selectors.ets import _SUMS, derived_stats
 
     records = [r for recs, _ in runs for r in recs]
@@ -168,8 +168,8 @@ def _sel(row: dict[str, Any], key: str, spec: str) -> str:
 
 def tables(result: dict[str, Any]) -> str:
     """The study as Markdown (main table, then the grid with its Pareto front)."""
-    from ets.plots import pareto_front
-    from ets.report import markdown
+    from ets.analysis.plots import pareto_front
+    from ets.analysis.report import markdown
 
     head = ["W", "method", "problems×seeds", "acc % (wvote) ± 95% CI", "REBASE/x KV paper mean",
             "paper total", "radix mean", "radix total", "K/N", "kept/call", "REBASE-expand/call",
@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(args.out / "study.json", result)
     (args.out / "study.md").write_text(md + "\n")
     if result["grid"]:
-        from ets.plots import plot_accuracy_vs_kv
+        from ets.analysis.plots import plot_accuracy_vs_kv
 
         plot_accuracy_vs_kv([{"kv": p["kv"]["paper"]["total"], "accuracy": p["accuracy"],
                               "selector": p["method"], "label": f"{p['lambda_b']},{p['lambda_s']}"}

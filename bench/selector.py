@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from ets.core.tree import Node, Tree  # noqa: E402
 from ets.selectors.ets import ETSSelector  # noqa: E402
 from ets.selectors.ets_ilp import ETSInstance, Solution, objective, solve_cpsat  # noqa: E402
-from ets.tree import Node, Tree  # noqa: E402
 
 CONF = ROOT / "conf"
 PAPER_LAMBDA_S = {16: 1.5, 64: 1.4, 256: 1.45}
@@ -88,7 +88,7 @@ def record_search(width: int, problems: int) -> list[ETSInstance]:
     from hydra import compose, initialize_config_dir
 
     from ets.config import register_configs
-    from ets.run import build_search
+    from ets.rundir.run import build_search
 
     register_configs()
     overrides = ["+experiment=synthetic", "selector=ets", f"search.width={width}",

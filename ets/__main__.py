@@ -17,9 +17,9 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Run one experiment; returns weighted-majority accuracy (for sweepers)."""
-    from ets.run import format_summary, run
-    from ets.rundir import RunDirError
-    from ets.signals import exit_code, resume_hint, stop_on_signals
+    from ets.rundir.integrity import RunDirError
+    from ets.rundir.run import format_summary, run
+    from ets.rundir.signals import exit_code, resume_hint, stop_on_signals
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -56,7 +56,7 @@ def _remove_if_unused(run_dir: Path) -> None:
 
 
 def _unheld(lock: Path) -> bool:
-    """Whether no process holds the run-dir lock file (ets.rundir.RunLock) right now."""
+    """Whether no process holds the run-dir lock file (ets.rundir.integrity.RunLock) right now."""
     import fcntl
 
     try:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ets.tree import Node, Tree
+from ets.core.tree import Node, Tree
 from ets.types import Generation, GenRequest, Problem, Prompt
 
 
@@ -161,7 +161,7 @@ class Expansion:
 
 @runtime_checkable
 class SearchStrategy(Protocol):
-    """One problem's search method, driven by :class:`ets.search.Search`.
+    """One problem's search method, driven by :class:`ets.core.search.Search`.
 
     The loop repeats: ``propose`` → generate → classify (finished/answer) → PRM score
     → ``observe`` → KV of ``kv_nodes`` → ``done``? A strategy may propose any open

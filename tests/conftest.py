@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from ets.config import register_configs
-from ets.tree import Node, Tree
+from ets.core.tree import Node, Tree
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -51,9 +51,9 @@ def random_tree(rng: random.Random, depth: int = 3, max_children: int = 3,
 
 
 def crash_policy_at(monkeypatch, call: int, exc: BaseException):
-    """Make the policy of the next ``ets.run.run`` raise ``exc`` at its ``call``-th
+    """Make the policy of the next ``ets.rundir.run.run`` raise ``exc`` at its ``call``-th
     ``generate`` (a kill mid-run); returns the real ``build_search`` to restore it."""
-    import ets.run as ets_run
+    import ets.rundir.run as ets_run
 
     real_build = ets_run.build_search
     calls = {"n": 0}

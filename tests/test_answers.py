@@ -1,8 +1,8 @@
 import pytest
 
-from ets.answers import aggregate, extract_answer, vote
-from ets.grading import MathVerifyGrader, NumericGrader
-from ets.tree import Tree
+from ets.core.answers import aggregate, extract_answer, vote
+from ets.core.tree import Tree
+from ets.datasets.grading import MathVerifyGrader, NumericGrader
 
 
 @pytest.mark.parametrize(("text", "markers", "want"), [

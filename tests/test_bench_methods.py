@@ -11,8 +11,8 @@ from PIL import Image
 
 from bench import methods as M
 from bench.search import Job, run_job
-from ets.plots import pareto_front
-from ets.results import read_records
+from ets.analysis.plots import pareto_front
+from ets.rundir.results import read_records
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_overrides_and_plan():
 def test_a_method_may_map_its_budget_onto_other_keys(tmp_path, monkeypatch):
     """The job's overrides come after ``search.width={B}`` and win (one METHODS line can
     map B onto e.g. iterations and fix the width)."""
-    import ets.run
+    import ets.rundir.run
 
     seen = {}
 
@@ -129,6 +129,6 @@ def test_a_method_may_map_its_budget_onto_other_keys(tmp_path, monkeypatch):
         seen.update(width=cfg.search.width, limit=cfg.dataset.limit, seed=cfg.search.seed)
         return {}
 
-    monkeypatch.setattr(ets.run, "run", fake_run)
+    monkeypatch.setattr(ets.rundir.run, "run", fake_run)
     run_job(Job("x", "methods", "m", 16, 5, 3, overrides=("selector=rebase", "search.width=2")), tmp_path)
     assert seen == {"width": 2, "limit": 5, "seed": 3}

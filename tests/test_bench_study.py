@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.search import PAPER_LAMBDA_S, plan, pool, ratios
-from ets.results import VOTES
+from ets.rundir.results import VOTES
 
 
 def _rec(correct: bool, paper: list[int], radix: list[int], tokens: int, depths: int) -> dict:

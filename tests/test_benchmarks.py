@@ -12,8 +12,8 @@ import pytest
 from hydra.utils import instantiate
 
 from ets.config import register_configs
+from ets.datasets.grading import LetterGrader, answer_letter
 from ets.datasets.multiple_choice import shuffled_choices
-from ets.grading import LetterGrader, answer_letter
 from tests.conftest import ROOT
 
 # Rows as the hub's (field names and types from each dataset card; the texts are made up).

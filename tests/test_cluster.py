@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ets.cluster import SentenceEmbedder, cluster_labels
+from ets.selectors.cluster import SentenceEmbedder, cluster_labels
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_average_linkage_against_scipy_free_brute_force():
 def test_device_auto_follows_torch(monkeypatch):
     import torch
 
-    from ets.cluster import resolve_device
+    from ets.selectors.cluster import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == "cuda"
@@ -67,7 +67,7 @@ def test_device_auto_follows_torch(monkeypatch):
 
 
 def test_threshold_is_a_property_of_the_model():
-    from ets.cluster import KNOWN_THRESHOLDS, MINILM, PAPER_MODEL, default_threshold
+    from ets.selectors.cluster import KNOWN_THRESHOLDS, MINILM, PAPER_MODEL, default_threshold
 
     assert default_threshold(PAPER_MODEL) == 0.05  # the paper's model keeps the paper's cut
     assert default_threshold(None) == KNOWN_THRESHOLDS[MINILM]  # shipped MiniLM
@@ -82,7 +82,7 @@ def test_threshold_is_a_property_of_the_model():
 def test_config_default_ets_uses_the_embedder_cut(compose_cfg):
     from hydra.utils import instantiate
 
-    from ets.cluster import KNOWN_THRESHOLDS, MINILM
+    from ets.selectors.cluster import KNOWN_THRESHOLDS, MINILM
 
     cfg = compose_cfg("selector=ets")
     assert cfg.selector.cluster_threshold is None and cfg.selector.embedder.threshold is None
@@ -93,11 +93,11 @@ def test_config_default_ets_uses_the_embedder_cut(compose_cfg):
     assert paper.threshold() == 0.05
 
 
-# ---- calibration of the MiniLM cut (ets.cluster_calibration) ---------------------------
+# ---- calibration of the MiniLM cut (ets.analysis.cluster_calibration) ---------------------------
 
 
 def test_labelling_rule_on_hand_examples():
-    from ets.cluster_calibration import same_move, step_numbers
+    from ets.analysis.cluster_calibration import same_move, step_numbers
 
     assert step_numbers("He pays $1,000.50 and 2.0 more, then 3. Total -4") == {"1000.5", "2", "3", "-4"}
     assert step_numbers("x2 and a.5 are not numbers, 12 is") == {"12"}
@@ -110,7 +110,7 @@ def test_labelling_rule_on_hand_examples():
 
 
 def test_tree_pairs_and_frontier_replay_on_a_hand_built_tree():
-    from ets.cluster_calibration import replay_frontiers, tree_pairs
+    from ets.analysis.cluster_calibration import replay_frontiers, tree_pairs
 
     def rec(i, parent, depth, text, finished=False):
         return {"id": i, "parent": parent, "depth": depth, "tokens": 2, "score": 0.5,
@@ -131,7 +131,7 @@ def test_tree_pairs_and_frontier_replay_on_a_hand_built_tree():
 
 
 def test_synthetic_pairs_are_labelled_by_move_and_value():
-    from ets.cluster_calibration import synthetic_pairs
+    from ets.analysis.cluster_calibration import synthetic_pairs
     from ets.synthetic.moves import MAX_PARAPHRASES, MOVES, N_VALUES, VALUE_MIN, step_text
 
     key = {step_text(m, p, VALUE_MIN + v): (m, v) for m in range(len(MOVES))
@@ -144,9 +144,9 @@ def test_synthetic_pairs_are_labelled_by_move_and_value():
 def test_shipped_pairs_and_the_calibrated_cut(embedder):
     """The labelled set: >= 300 real sibling/cousin pairs, labels reproduce the rule,
     and with the real MiniLM model the cut in KNOWN_THRESHOLDS is the best-F1 cut with
-    the precision/recall recorded in ets.cluster_calibration's docstring."""
-    from ets.cluster import KNOWN_THRESHOLDS, MINILM
-    from ets.cluster_calibration import calibrate, load_pairs, same_move
+    the precision/recall recorded in ets.analysis.cluster_calibration's docstring."""
+    from ets.analysis.cluster_calibration import calibrate, load_pairs, same_move
+    from ets.selectors.cluster import KNOWN_THRESHOLDS, MINILM
 
     pairs = load_pairs()
     real = [p for p in pairs if p.source != "synthetic"]

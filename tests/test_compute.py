@@ -1,4 +1,4 @@
-"""FLOPs accounting (ets.compute) against a hand computation on a tiny Llama config."""
+"""FLOPs accounting (ets.analysis.compute) against a hand computation on a tiny Llama config."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from ets.compute import ModelShape, problem_compute, run_compute
-from ets.report import main
+from ets.analysis.compute import ModelShape, problem_compute, run_compute
+from ets.analysis.report import main
 from ets.trackers.wandb import summary_metrics
 from tests.conftest import ROOT
 

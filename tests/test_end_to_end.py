@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from ets.results import ResultsFile
-from ets.run import build_search, run
+from ets.rundir.results import ResultsFile
+from ets.rundir.run import build_search, run
 from tests.conftest import ROOT, crash_policy_at
 
 TINY = ["+experiment=synthetic", "dataset.limit=6", "search.width=8", "search.concurrency=4"]
@@ -69,7 +69,7 @@ def test_interrupted_run_resumes_without_duplicates(compose_cfg, tmp_path, monke
     assert 0 < len(partial) < 6
     with open(out / "problems.jsonl", "ab") as fh:  # a line torn by the kill
         fh.write(b'{"id": "syn-9')
-    import ets.run as ets_run
+    import ets.rundir.run as ets_run
 
     monkeypatch.setattr(ets_run, "build_search", real_build)
     resumed = run(cfg, out)

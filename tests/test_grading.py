@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from ets.grading import MathVerifyGrader
+from ets.datasets.grading import MathVerifyGrader
 
 
 def _worker_pids(grader: MathVerifyGrader) -> list[int]:

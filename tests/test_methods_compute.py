@@ -1,5 +1,5 @@
 """Compute axes per problem (issue 10): ``prm_scored`` and rollouts in the records, FLOPs of
-rollouts, ``summary.json``'s ``per_problem`` means and ``ets.report``'s tokens / PRM-call
+rollouts, ``summary.json``'s ``per_problem`` means and ``ets.analysis.report``'s tokens / PRM-call
 columns and Pareto axes, each recomputed by hand from the records."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ets.compute import ModelShape, problem_compute, run_compute
-from ets.report import PARETO_X, main
-from ets.results import VOTES, per_problem, prm_scored, summarize
+from ets.analysis.compute import ModelShape, problem_compute, run_compute
+from ets.analysis.report import PARETO_X, main
+from ets.rundir.results import VOTES, per_problem, prm_scored, summarize
 from ets.selectors.rebase import RebaseSelector
 from tests.core.helpers import (
     LookaheadStrategies,
@@ -175,5 +175,5 @@ def test_report_tokens_and_prm_calls_per_problem_by_hand(hand_runs, tmp_path, ax
 def test_report_rejects_an_unknown_axis(hand_runs, tmp_path):
     with pytest.raises(SystemExit, match="--pareto-x 'calls'; allowed: kv, flops, flops_no_reuse, "
                                          "tokens, prm_calls"):
-        from ets.report import write_report
+        from ets.analysis.report import write_report
         write_report(hand_runs, tmp_path / "o", budget="none", pareto_x="calls")

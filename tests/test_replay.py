@@ -1,12 +1,12 @@
-"""ets.replay without an engine: the trees and start order a search records rebuild its
+"""ets.rundir.replay without an engine: the trees and start order a search records rebuild its
 exact engine calls (the vLLM replay itself runs in tests/policies/test_vllm.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ets.replay import fit, load_trees, schedule
-from ets.run import run
+from ets.rundir.replay import fit, load_trees, schedule
+from ets.rundir.run import run
 
 
 def record_calls(policy, calls: list) -> None:
@@ -22,7 +22,7 @@ def record_calls(policy, calls: list) -> None:
 
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_schedule_rebuilds_the_search_calls(compose_cfg, tmp_path, monkeypatch, concurrency):
-    import ets.run as ets_run
+    import ets.rundir.run as ets_run
 
     calls: list = []
     build = ets_run.build_search

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ets.results import ResultsFile, read_records, write_json
-from ets.run import run
-from ets.rundir import RunDirError, RunLock
+from ets.rundir.integrity import RunDirError, RunLock
+from ets.rundir.results import ResultsFile, read_records, write_json
+from ets.rundir.run import run
 from tests.conftest import ROOT, crash_policy_at
 
 BASE = ["+experiment=synthetic", "search.width=8", "search.concurrency=2"]
@@ -62,6 +62,35 @@ def test_resume_refuses_a_different_config(compose_cfg, tmp_path):
     assert "selector._target_" in attempts(out)[-1]["resume_forced"]
 
 
+def test_a_config_saved_with_moved_targets_still_loads_reruns_and_resumes(compose_cfg, tmp_path):
+    """A ``config.yaml`` written before the package regroup names the embedder and grader at
+    their old paths (``ets.cluster``, ``ets.grading``; now ``ets.selectors.cluster``, ``ets.datasets.grading``):
+    its grader still loads (reports), ``python -m ets.rerun`` re-executes it identically,
+    and resuming it with today's config is not refused as another experiment."""
+    from ets.datasets.grading import NumericGrader
+    from ets.rundir.rerun import main as rerun_main
+    from ets.rundir.runs import flatten, load_config, load_grader
+
+    out = tmp_path / "run"
+    tiny = [*BASE, "dataset.limit=3", "selector=ets"]
+    first = run(compose_cfg(*tiny), out)
+    today = (out / "config.yaml").read_text()
+    assert "ets.selectors.cluster.SentenceEmbedder" in today and "ets.datasets.grading.NumericGrader" in today
+    before = today.replace("ets.selectors.cluster.", "ets.cluster.").replace("ets.datasets.grading.", "ets.grading.")
+    (out / "config.yaml").write_text(before)
+    saved = load_config(out / "config.yaml")
+    leaves = flatten(saved)  # the saved (old) paths compare as today's
+    assert (saved["dataset"]["grader"]["_target_"], leaves["dataset.grader._target_"]) == \
+        ("ets.grading.NumericGrader", "ets.datasets.grading.NumericGrader")
+    assert (saved["selector"]["embedder"]["_target_"], leaves["selector.embedder._target_"]) == \
+        ("ets.cluster.SentenceEmbedder", "ets.selectors.cluster.SentenceEmbedder")
+    assert isinstance(load_grader(saved), NumericGrader)
+    assert rerun_main([str(out), "--out", str(tmp_path / "rerun")]) == 0  # identical records
+    again = run(compose_cfg(*tiny), out)  # resume: the same experiment, nothing re-run
+    assert again["accuracy"] == first["accuracy"] and again["problems"] == 3
+    assert "resume_forced" not in attempts(out)[-1]
+
+
 def test_cli_refusal_exits_2_naming_the_keys(compose_cfg, tmp_path):
     out = tmp_path / "run"
     run(compose_cfg(*SMALL), out)
@@ -83,7 +112,7 @@ def test_counters_are_exact_over_attempts(compose_cfg, tmp_path, monkeypatch):
     out = tmp_path / "resumed"
     with pytest.raises(Crash):
         run(cfg, out)
-    import ets.run as ets_run
+    import ets.rundir.run as ets_run
 
     monkeypatch.setattr(ets_run, "build_search", real)
     resumed = run(cfg, out)
@@ -229,7 +258,7 @@ def test_only_an_unterminated_last_line_is_torn(tmp_path):
 # ---- 11. short writes ----------------------------------------------------------------
 SHORT_WRITE = textwrap.dedent("""
     import resource, signal, sys
-    from ets.results import ResultsFile
+    from ets.rundir.results import ResultsFile
     path, limit = sys.argv[1], int(sys.argv[2])
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, write() is cut short
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -282,8 +311,8 @@ def test_unreadable_files_are_named_and_the_report_skips_that_run(compose_cfg, t
 
 
 def test_engine_numbers_add_up_over_attempts():
-    from ets.run import engine_kv
-    from ets.rundir import engine_over_attempts, engine_partial
+    from ets.rundir.integrity import engine_over_attempts, engine_partial
+    from ets.rundir.run import engine_kv
 
     # the prefix-cache counters are cumulative within one engine (one attempt)
     a = [{"kv_tokens": 10.0, "prefix_cache_hits": 1, "prefix_cache_queries": 4},
@@ -302,7 +331,7 @@ def test_engine_numbers_add_up_over_attempts():
 def test_a_kill_between_record_and_run_json_is_settled_by_the_record(tmp_path, on_disk):
     from types import SimpleNamespace
 
-    from ets.rundir import Attempts
+    from ets.rundir.integrity import Attempts
 
     first = Attempts(tmp_path, {}, {})
     first.progress(SimpleNamespace(policy_calls=3, prm_calls=3), {"solves": 2}, None)

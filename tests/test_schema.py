@@ -94,7 +94,7 @@ def _compose(conf, *overrides):
 
 
 def test_a_new_selector_is_one_module_and_one_yaml(toy):
-    from ets.run import build_search
+    from ets.rundir.run import build_search
 
     register_configs(toy)
     cfg = _compose(toy, "+experiment=synthetic", "selector=toy", "dataset.limit=3", "search.width=4")

@@ -57,7 +57,7 @@ def test_real_smollm2_writes_steps(smollm2):
 
 
 def test_ets_search_on_gsm8k(smollm2, tmp_path):
-    from ets.run import run
+    from ets.rundir.run import run
 
     summary = run(_compose(*SEARCH), tmp_path)
     records = [json.loads(line) for line in (tmp_path / "problems.jsonl").read_text().splitlines()]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ets.core.tree import Node, Tree
 from ets.protocols import Budget, Expansion
-from ets.tree import Node, Tree
 
 
 class StrategyError(RuntimeError):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ets.answers import extract_answer
-from ets.tree import Node, Tree
+from ets.core.answers import extract_answer
+from ets.core.tree import Node, Tree
 
 DEFAULT_MARKERS = ("boxed", "The answer is")
 
@@ -23,7 +23,7 @@ class AnswerFinisher:
     cap; the depth cap.
 
     Args:
-        markers: Answer markers in :data:`ets.answers.MARKERS`, in priority order.
+        markers: Answer markers in :data:`ets.core.answers.MARKERS`, in priority order.
         step_tag: A step tag used as delimiter (e.g. ``"ки"``); it is replaced by a
             newline before extraction so it does not stick to the answer ("18 ки").
         max_tokens: Per-trajectory generated-token cap.

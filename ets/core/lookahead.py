@@ -48,9 +48,9 @@ from __future__ import annotations
 import math
 from typing import Protocol, runtime_checkable
 
+from ets.core.tree import Node, Tree
 from ets.core.width import WidthStrategy
 from ets.protocols import Budget, Expansion
-from ets.tree import Node, Tree
 
 
 @runtime_checkable

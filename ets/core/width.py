@@ -17,8 +17,8 @@ import random
 from typing import Any
 
 from ets.core.checks import StrategyError
+from ets.core.tree import Node, Tree
 from ets.protocols import BatchPreparer, Budget, Expansion, HasFinalists, HasStats, Selector
-from ets.tree import Node, Tree
 from ets.types import Problem
 
 

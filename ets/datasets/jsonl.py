@@ -8,7 +8,7 @@ import logging
 import random
 from pathlib import Path
 
-from ets.answers import extract_answer
+from ets.core.answers import extract_answer
 from ets.datasets import DatasetConf, DatasetError, check_selection, select
 from ets.schema import schema
 from ets.types import Problem

@@ -1,5 +1,5 @@
 """Multiple-choice datasets (GPQA): the choices are shuffled per problem and lettered, the
-gold answer is the letter of the correct one (graded by :class:`ets.grading.LetterGrader`)."""
+gold answer is the letter of the correct one (graded by :class:`ets.datasets.grading.LetterGrader`)."""
 
 from __future__ import annotations
 

@@ -36,8 +36,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ets.core.tree import Node, Tree
 from ets.protocols import KVBackend
-from ets.tree import Node, Tree
 
 
 class KVAccounting:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ets.core.tree import Node, Tree
 from ets.kv.paper import KVConf
 from ets.kv.radix import prefix_blocks
 from ets.schema import num, schema
-from ets.tree import Node, Tree
 
 
 class PagedKV:

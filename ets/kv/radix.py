@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ets.tree import Node, Tree
+from ets.core.tree import Node, Tree
 
 # A cursor (node, offset) stands for the token stream node.token_ids[offset:]
 # followed by the node's live subtree. Cursors in one set share all tokens so far.

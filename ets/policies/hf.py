@@ -136,7 +136,7 @@ class HFPolicy:
         model: Hub id, local folder, or ``smollm2`` (the embedded SmolLM2-135M-Instruct).
         tokenizer: Tokenizer folder or hub id (``None`` = ``model``).
         step_delimiter: Ends a reasoning step (the step expander's stop string).
-        answer_markers: How the search loop extracts final answers (``ets.answers``).
+        answer_markers: How the search loop extracts final answers (``ets.core.answers``).
         use_chat_template, prompt_template, system_prompt, chat_template_kwargs,
             response_prefix: The root prompt, built by
             :class:`~ets.policies.formatting.PromptFormatter` exactly as the vLLM and

@@ -248,7 +248,7 @@ def release_engines(idle_only: bool = False) -> None:
 
 
 def begin_job() -> None:
-    """Mark every shared engine idle: a new job (``ets.run.run``) starts. Its components
+    """Mark every shared engine idle: a new job (``ets.rundir.run.run``) starts. Its components
     re-attach to engines with their settings (kept warm); the first engine it starts with
     other settings shuts the idle ones down first, so a one-process sweep over models
     holds one model at a time."""

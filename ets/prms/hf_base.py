@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
+from ets.core.tree import Node
 from ets.models import ModelUnavailable, resolve_model
 from ets.schema import ModelDtype, num
-from ets.tree import Node
 from ets.types import Problem
 
 log = logging.getLogger("ets.prms")

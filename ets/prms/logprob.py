@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ets.core.tree import Node
 from ets.schema import Component, schema
-from ets.tree import Node
 from ets.types import Problem
 
 EMPTY_STEP_SCORE = 0.0

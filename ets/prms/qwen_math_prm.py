@@ -20,9 +20,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from ets.core.tree import Node
 from ets.prms.hf_base import HFPRM, HFPRMConf, last_index, steps_of, token_id
 from ets.schema import MISSING, Component, schema
-from ets.tree import Node
 from ets.types import Problem
 
 NUM_LABELS = 2

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ets.core.tree import Node
 from ets.prms.hf_base import HFPRM, HFPRMConf, last_index, pair_probability, steps_of, token_id
 from ets.schema import Component, schema
-from ets.tree import Node
 from ets.types import Problem
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from ets.core.tree import Node
 from ets.prms.hf_base import HFPRM, HFPRMConf, steps_of
 from ets.schema import Component, schema
-from ets.tree import Node
 from ets.types import Problem
 
 

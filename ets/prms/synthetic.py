@@ -43,11 +43,11 @@ from collections.abc import Sequence
 from statistics import NormalDist
 from typing import Any
 
+from ets.core.tree import Node
 from ets.schema import Component, num, schema
 from ets.synthetic import profiles
 from ets.synthetic.dynamics import ProblemSpec, read_path
 from ets.synthetic.world import GOLDEN, M64, mix64, str_key
-from ets.tree import Node
 from ets.types import Problem
 
 _TWO_PI = 2 * math.pi

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
+from ets.core.tree import Node
 from ets.prms.hf_base import HFPRM, HFPRMConf, as_str, steps_of
-from ets.tree import Node
 from ets.types import Problem
 
 

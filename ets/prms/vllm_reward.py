@@ -21,11 +21,11 @@ from dataclasses import field
 from enum import Enum
 from typing import Any
 
-from ets.answers import AGGREGATIONS, aggregate
+from ets.core.answers import AGGREGATIONS, aggregate
+from ets.core.tree import Node
 from ets.policies.vllm import Engine, engine_env, open_engine
 from ets.prms.hf_base import as_str, steps_of, token_id
 from ets.schema import Aggregation, Component, ModelDtype, num, schema
-from ets.tree import Node
 from ets.types import Problem
 
 ACTIVATIONS = ("softmax", "sigmoid", "none")

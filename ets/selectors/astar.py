@@ -70,9 +70,9 @@ import heapq
 import random
 from typing import Any
 
+from ets.core.tree import Node, Tree
 from ets.protocols import Budget, Expansion
 from ets.schema import Component, choice, num, schema
-from ets.tree import Node, Tree
 from ets.types import Problem
 
 COSTS = ("accumulated", "depth", "zero")

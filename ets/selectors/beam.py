@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 from enum import Enum
 
+from ets.core.tree import Node, Tree
 from ets.schema import Component, num, schema
-from ets.tree import Node, Tree
 
 
 class BeamSelector:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ets.core.tree import Node, Tree
 from ets.schema import Component, schema
-from ets.tree import Node, Tree
 
 
 class BestOfNSelector:

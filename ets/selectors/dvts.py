@@ -4,8 +4,8 @@ optionally with look-ahead (``lookahead=k``, as search-and-learn's
 
 from __future__ import annotations
 
+from ets.core.tree import Node, Tree
 from ets.schema import Component, num, schema
-from ets.tree import Node, Tree
 
 
 class DVTSSelector:

@@ -9,12 +9,12 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from ets.cluster import cluster_labels
+from ets.core.tree import Node, Tree
 from ets.schema import num, schema
 from ets.selectors.allocation import rebase_allocation, softmax_weights
+from ets.selectors.cluster import cluster_labels
 from ets.selectors.ets_ilp import ETSInstance, Solution, solve_cpsat
 from ets.selectors.rebase import RebaseConf
-from ets.tree import Node, Tree
 
 # Reference quirk: with lambda_b = 0 the reference sets a tiny negative cost, i.e. a
 # reward of 1e-4 per kept node, so every candidate survives and ETS reduces to REBASE.
@@ -213,7 +213,7 @@ class ETSSelector:
             keep = self.solve(inst).keep
             labels = _labels(candidates, inst.clusters, self.coverage_weight > 0)
             for node, label in zip(candidates, labels or ()):
-                node.cluster = label  # shown by the tree pages (ets.report --trees)
+                node.cluster = label  # shown by the tree pages (python -m ets.report --trees)
             counts = self.allocate(candidates, keep, width, labels)
             self._log(candidates, keep, counts, labels, width)
         self.stats["selects"] += 1

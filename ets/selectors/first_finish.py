@@ -50,9 +50,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from ets.core.tree import Node, Tree
 from ets.protocols import Budget, Expansion
 from ets.schema import Component, schema
-from ets.tree import Node, Tree
 from ets.types import Problem
 
 COMPLETED = ("answer", "eos")  # a trace that ended by itself (the caps truncate it)

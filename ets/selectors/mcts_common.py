@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable
 from typing import Any
 
+from ets.core.tree import Node, Tree
 from ets.protocols import Budget, Expansion
-from ets.tree import Node, Tree
 
 # The generator yields (node, n) and is sent the n generated children.
 Search = Generator[tuple[Node, int], list[Node], None]

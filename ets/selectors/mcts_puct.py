@@ -60,6 +60,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from ets.core.tree import Node, Tree
 from ets.protocols import Budget
 from ets.schema import Component, choice, num, schema
 from ets.selectors.mcts_common import (
@@ -70,7 +71,6 @@ from ets.selectors.mcts_common import (
     expandable,
     one_of,
 )
-from ets.tree import Node, Tree
 from ets.types import Problem
 
 FINALISTS = ("paths", "tree")

@@ -63,6 +63,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ets.core.tree import Node, Tree
 from ets.protocols import Budget
 from ets.schema import Component, choice, num, schema
 from ets.selectors.mcts_common import (
@@ -73,7 +74,6 @@ from ets.selectors.mcts_common import (
     expandable,
     one_of,
 )
-from ets.tree import Node, Tree
 from ets.types import Problem
 
 OUTPUT_STRATEGIES = ("max_reward", "max_iter", "last_terminal_iter", "aggregate", "vote")

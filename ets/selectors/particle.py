@@ -98,10 +98,10 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
-from ets.answers import AGGREGATIONS, aggregate
+from ets.core.answers import AGGREGATIONS, aggregate
+from ets.core.tree import Node, Tree
 from ets.protocols import Budget, Expansion
 from ets.schema import Aggregation, Component, num, schema
-from ets.tree import Node, Tree
 from ets.types import Problem
 
 SELECTIONS = ("argmax", "sample", "vote")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ets.core.tree import Node, Tree
 from ets.schema import Component, num, schema
 from ets.selectors.allocation import rebase_allocation
-from ets.tree import Node, Tree
 
 
 class RebaseSelector:

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import math
 
+from ets.core.tree import Node, Tree
 from ets.schema import num, schema
 from ets.selectors.allocation import _CEIL_EPS, rebase_allocation
 from ets.selectors.rebase import RebaseConf
-from ets.tree import Node, Tree
 
 
 def kept_count(n: int, truncate_ratio: float) -> int:

@@ -36,9 +36,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from ets.core.tree import Node, Tree
 from ets.protocols import Budget, Expansion
 from ets.schema import Component, num, schema
-from ets.tree import Node, Tree
 from ets.types import Problem
 
 

@@ -141,7 +141,7 @@ def simulate(profile: profiles.Profile, settings: dict[str, Any], n: int = SIM_P
     from hydra import compose, initialize_config_dir
 
     from ets.config import register_configs
-    from ets.run import ROOT, build_search
+    from ets.rundir.run import ROOT, build_search
 
     if settings["selector"] != "RebaseSelector":
         raise ValueError(f"fitting supports REBASE traces only, got {settings['selector']}")

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from ets.compute import flat_metrics
-from ets.results import VOTES, read_records
+from ets.analysis.compute import flat_metrics
+from ets.rundir.results import VOTES, read_records
 from ets.schema import schema
 from ets.trackers.local import LocalTracker, TrackerConf
 
@@ -95,7 +95,7 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     wall = summary.get("wall_time_s") or 0.0
     out["throughput/tokens_per_s"] = summary["tokens_generated"] / wall if wall > 0 else 0.0
     out["throughput/problems_per_s"] = summary["problems"] / wall if wall > 0 else 0.0
-    out.update(flat_metrics(summary.get("compute")))  # FLOPs (ets.compute), where known
+    out.update(flat_metrics(summary.get("compute")))  # FLOPs (ets.analysis.compute), where known
     for key, value in (summary.get("selector_stats") or {}).items():
         if isinstance(value, int | float):
             out[f"selector_stats/{key}"] = value
@@ -211,7 +211,7 @@ class WandbTracker:
         assert self._run_dir is not None
         backends = sorted(summary["kv"])
         records = read_records(self._run_dir / "problems.jsonl")
-        per = (summary.get("compute") or {}).get("per_problem") or {}  # FLOPs (ets.compute)
+        per = (summary.get("compute") or {}).get("per_problem") or {}  # FLOPs (ets.analysis.compute)
         table = wandb.Table(columns=problem_columns(backends) + ["flops", "flops_no_reuse"],
                             data=[problem_row(r, backends)
                                   + [per.get(str(r["id"]), {}).get(k) for k in ("total", "total_no_reuse")]

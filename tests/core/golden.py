@@ -70,8 +70,8 @@ def compose(*overrides: str):
 
 def records(world: str, method: str, *extra: str) -> list[dict[str, Any]]:
     """Run one (world, method) into a temp dir; its stripped records in file order."""
-    from ets.results import ResultsFile
-    from ets.run import run
+    from ets.rundir.results import ResultsFile
+    from ets.rundir.run import run
 
     cfg = compose(*WORLDS[world], *METHODS[method], *extra)
     with tempfile.TemporaryDirectory() as tmp:

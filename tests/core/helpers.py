@@ -8,13 +8,13 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ets.core.search import Search
+from ets.core.tree import Node, Tree
 from ets.kv.accounting import KVAccounting
 from ets.kv.paged import PagedKV
 from ets.kv.paper import PaperKV
 from ets.kv.radix import RadixKV
 from ets.protocols import Budget, Expansion
-from ets.search import Search
-from ets.tree import Node, Tree
 from ets.types import Generation, GenRequest, Problem, Prompt
 
 # step(context_text, child_index, request) -> (text, n_tokens, finish_reason)

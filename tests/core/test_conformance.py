@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
+from ets.core.search import Search
 from ets.core.width import WidthStrategies, WidthStrategy
+from ets.datasets.grading import NumericGrader
 from ets.datasets.synthetic import SyntheticDataset
 from ets.expanders.step import StepExpander
-from ets.grading import NumericGrader
 from ets.policies.synthetic import SyntheticPolicy
 from ets.prms.synthetic import SyntheticPRM
-from ets.search import Search
 from ets.selectors.astar import AStarStrategies
 from ets.selectors.beam import BeamSelector
 from ets.selectors.best_of_n import BestOfNSelector
@@ -177,7 +177,7 @@ def test_strategy_conformance(name, seed):
 def test_the_seed_reaches_the_strategy_rng():
     """The lookahead test strategy breaks ties with its RNG: the per-problem RNG differs
     between problems and run seeds but not between runs (checked above)."""
-    from ets.search import problem_rng
+    from ets.core.search import problem_rng
 
     assert problem_rng(0, "a").random() == problem_rng(0, "a").random()
     assert problem_rng(0, "a").random() != problem_rng(1, "a").random()

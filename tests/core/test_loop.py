@@ -172,7 +172,7 @@ def test_invalid_proposals_fail_naming_the_strategy(make, message):
 
 
 def test_foreign_finished_and_capped_nodes_are_refused():
-    from ets.tree import Tree
+    from ets.core.tree import Tree
 
     other = Tree("x", (1,))
     search = make_search(ScriptedPolicy(counting()), Bad(lambda t: [Expansion(other.root, 1)]))
@@ -252,7 +252,7 @@ class ShuffledStream:
 
 @pytest.mark.parametrize("method", ["rebase", "beam_ets", "dvts", "ffs", "best_of_n"])
 def test_async_out_of_order_engine_gives_the_lockstep_records(method):
-    from ets.run import build_search
+    from ets.rundir.run import build_search
 
     overrides = [*golden.WORLDS["synthetic"], *golden.METHODS[method], "search.concurrency=3"]
     expected = golden.run_search(*build_search(golden.compose(*overrides)))

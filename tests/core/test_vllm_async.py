@@ -52,7 +52,7 @@ def policy():
 
 
 def test_async_and_lockstep_give_the_same_records_on_asyncllm(policy):
-    from ets.run import build_search
+    from ets.rundir.run import build_search
 
     rows = {}
     for scheduler in ("lockstep", "async"):

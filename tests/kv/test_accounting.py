@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from hydra import compose, initialize_config_dir
 
+from ets.core.search import _Live
+from ets.core.tree import Node, Tree
 from ets.core.width import WidthStrategies, WidthStrategy
 from ets.kv import PagedKV, PaperKV, RadixKV
 from ets.kv.accounting import KVAccounting, ProblemKV, kept, run_kv
 from ets.protocols import Expansion
-from ets.results import summarize
-from ets.run import build_search
-from ets.search import _Live
-from ets.tree import Node, Tree
+from ets.rundir.results import summarize
+from ets.rundir.run import build_search
 from ets.types import Problem
 from tests.conftest import CONF
 from tests.kv.test_backends import brute_paged, brute_paper, brute_radix

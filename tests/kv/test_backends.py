@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from ets.core.tree import Node, Tree
 from ets.kv import PagedKV, PaperKV, RadixKV
 from ets.protocols import KVBackend
-from ets.tree import Node, Tree
 
 BLOCK_SIZES = (1, 3, 16)
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ets.merge import find_run_dirs
-from ets.results import read_records
+from ets.rundir.merge import find_run_dirs
+from ets.rundir.results import read_records
 
 # The smoke sweep on the synthetic world, as small as it gets (coverage_weight=0: no
 # sentence-embedding model to import in every job).

@@ -1,4 +1,4 @@
-"""``ets.merge``: shard runs merge into the unsharded run; bad inputs fail clearly."""
+"""``ets.rundir.merge``: shard runs merge into the unsharded run; bad inputs fail clearly."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from ets.merge import MergeError, main, merge
-from ets.results import read_records
-from ets.run import run
+from ets.rundir.merge import MergeError, main, merge
+from ets.rundir.results import read_records
+from ets.rundir.run import run
 
 TINY = ["+experiment=synthetic", "dataset.n=7", "search.width=4", "selector.coverage_weight=0"]
 COMPARED = ("problems", "accuracy", "kv", "tokens_generated")
@@ -62,7 +62,7 @@ def test_identical_duplicates_are_dropped(shards, tmp_path):
 
 
 def test_a_rerun_inside_a_shard_is_not_a_shard(shards, tmp_path):
-    from ets.rerun import rerun
+    from ets.rundir.rerun import rerun
 
     comparison, nested = rerun(shards[1])
     assert comparison.identical and nested == shards[1] / "rerun-1"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ets.merge import find_run_dirs, merge
-from ets.results import read_records
+from ets.rundir.merge import find_run_dirs, merge
+from ets.rundir.results import read_records
 from tests.launch.common import SMOKE, check_run, check_smoke_sweep, ets, load_config
 
 pytestmark = pytest.mark.slow

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 from scipy.stats import t as student_t
 
-from ets.budget import budget_curve, budgets, trajectories
-from ets.plots import pareto_front
-from ets.report import main, pick_baseline
-from ets.results import VOTES, read_records, summarize
-from ets.runs import find_runs, kv_per_depth, load_grader, load_runs, mean_ci, short_names
+from ets.analysis.budget import budget_curve, budgets, trajectories
+from ets.analysis.plots import pareto_front
+from ets.analysis.report import main, pick_baseline
+from ets.rundir.results import VOTES, read_records, summarize
+from ets.rundir.runs import find_runs, kv_per_depth, load_grader, load_runs, mean_ci, short_names
 from tests.conftest import ROOT
 from tests.ops.wandb_log import offline_runs, read_offline_run
 

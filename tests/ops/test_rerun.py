@@ -6,10 +6,10 @@ import json
 
 from omegaconf import OmegaConf
 
-from ets.rerun import compare, main, next_rerun_dir, provenance_warnings, seeds, strip_timing
-from ets.results import read_records
-from ets.run import run
-from ets.runs import find_runs
+from ets.rundir.rerun import compare, main, next_rerun_dir, provenance_warnings, seeds, strip_timing
+from ets.rundir.results import read_records
+from ets.rundir.run import run
+from ets.rundir.runs import find_runs
 
 TINY = ["+experiment=synthetic", "dataset.limit=4", "search.width=4", "search.seed=3",
         "policy.base_error=0.2", "selector=ets", "selector.coverage_weight=0", "selector.lambda=0.5"]

@@ -71,7 +71,7 @@ def test_a_lost_interrupt_is_raised_at_the_next_checkpoint():
     the run must still stop at its next checkpoint (every depth and record)."""
     import gc
 
-    from ets.signals import Interrupted, checkpoint, stop_on_signals
+    from ets.rundir.signals import Interrupted, checkpoint, stop_on_signals
 
     class Dropper:
         def __del__(self):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ets.report import main
-from ets.treeview import layout, node_status, score_colour
+from ets.analysis.report import main
+from ets.analysis.treeview import layout, node_status, score_colour
 from tests.conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -53,8 +53,8 @@ def test_pages_written_for_ids(run, tmp_path):
     assert "src=" not in text and "href=" not in text and "http://" not in text.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")  # nothing to fetch at view time
     assert text.count('class="edge"') == len(recs[1]["tree"]) - 1
-    from ets.compute import run_compute
-    from ets.runs import load_runs
+    from ets.analysis.compute import run_compute
+    from ets.rundir.runs import load_runs
 
     flops = run_compute([recs[1]], load_runs(run)[0].config)["total_flops"]
     assert f"{flops / 1e12:.4g} TFLOPs" in text  # the problem's compute in the header

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ets.results import ResultsFile
-from ets.run import run
+from ets.rundir.results import ResultsFile
+from ets.rundir.run import run
 from ets.trackers.wandb import default_group, resolve_mode, summary_metrics
 from tests.conftest import ROOT, crash_policy_at
 from tests.ops.wandb_log import offline_runs, read_offline_run
@@ -89,7 +89,7 @@ def test_offline_run_logs_config_summary_per_depth_and_tables(compose_cfg, tmp_p
         assert got["correct_weighted_majority"] == rec["correct"]["weighted_majority"]
         assert got["pred_majority"] == (rec["predictions"]["majority"] or "")
         assert got["kv_mean_paged"] == pytest.approx(rec["kv"]["paged"]["mean"])
-        per = summary["compute"]["per_problem"][row[0]]  # FLOPs per problem (ets.compute)
+        per = summary["compute"]["per_problem"][row[0]]  # FLOPs per problem (ets.analysis.compute)
         assert got["flops"] == pytest.approx(per["total"]) and per["total"] > 0
         assert got["flops_no_reuse"] == pytest.approx(per["total_no_reuse"])
     (point_file,) = (run_dir / "files" / "media" / "table").glob("accuracy_vs_kv_table_*.table.json")
@@ -151,7 +151,7 @@ def test_cli_sweep_shares_a_group_and_never_writes_the_key(tmp_path):
 
 
 def test_wandb_is_imported_lazily():
-    code = "import sys, ets.run, ets.trackers.wandb, ets.report, ets.rerun; print('wandb' in sys.modules)"
+    code = "import sys, ets.rundir.run, ets.trackers.wandb, ets.analysis.report, ets.rundir.rerun; print('wandb' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "False", proc.stderr[-2000:]
 

@@ -164,7 +164,7 @@ def test_context_of_the_model_ends_paths_with_reason_context(tmp_path, caplog):
     the start-up check names the problems that cannot fit and both limits."""
     import json
 
-    from ets.preflight import check_context
+    from ets.rundir.preflight import check_context
 
     path = tiny_llama(tmp_path / "short", hidden=64, layers=2, seed=0)
     config = json.loads((path / "config.json").read_text())
@@ -181,7 +181,7 @@ def test_context_of_the_model_ends_paths_with_reason_context(tmp_path, caplog):
     assert all(g.finish_reason in {"length", "eos"} for g in out_base)
 
     long = Problem("long", "What is " + "one plus " * 30 + "one?", "31")
-    with caplog.at_level("WARNING", logger="ets.preflight"):
+    with caplog.at_level("WARNING", logger="ets.rundir.preflight"):
         report = check_context(pol, [PROBLEM, long], max_tokens=40)
     short_n = len(pol.format_prompt(PROBLEM).token_ids)
     assert report is not None and [pid for pid, _ in report.overflow] == ["p1", "long"]

@@ -170,8 +170,8 @@ def test_replay_of_a_transformers_run_generates_the_recorded_tokens(policy, tiny
     gets exactly its recorded token count, in the recorded calls, from the replay's own path."""
     from hydra import compose, initialize_config_dir
 
-    from ets.replay import load_trees, replay, schedule
-    from ets.run import run
+    from ets.rundir.replay import load_trees, replay, schedule
+    from ets.rundir.run import run
     from tests.conftest import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

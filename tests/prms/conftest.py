@@ -18,7 +18,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from ets.tree import Node, Tree
+from ets.core.tree import Node, Tree
 from ets.types import Problem
 
 QUESTION = "What is 2 + 3 - 1?"

@@ -11,8 +11,8 @@ import torch
 from hydra.utils import instantiate
 
 from ets.config import validate
+from ets.core.tree import Tree
 from ets.prms.llemma import LlemmaPRM
-from ets.tree import Tree
 from tests.prms.conftest import QUESTION, check_batching, path_nodes, saved_causal_lm, spread
 
 # question + "\n", then the policy's "Step k: ... ки" steps, one per line

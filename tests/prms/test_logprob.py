@@ -6,8 +6,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from ets.core.tree import Tree
 from ets.prms.logprob import LogprobPRM
-from ets.tree import Tree
 
 
 def test_formula_and_edge_cases(compose_cfg, problem):

@@ -58,7 +58,7 @@ def test_batching_and_padding_do_not_change_scores(make, problem):
 
 def test_steps_that_end_with_the_tag_are_not_tagged_twice(make, problem):
     """A MetaMath-format policy stops at "ки", so its step texts already end with the tag."""
-    from ets.tree import Tree
+    from ets.core.tree import Tree
 
     tree = Tree("prompt", (0,))
     a = tree.add_child(tree.root, "Step 1: 2 + 3 = 5 ки", (1,))

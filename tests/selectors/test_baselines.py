@@ -3,11 +3,11 @@ import random
 
 import pytest
 
+from ets.core.tree import Tree
 from ets.selectors.beam import BeamSelector
 from ets.selectors.best_of_n import BestOfNSelector
 from ets.selectors.dvts import DVTSSelector
 from ets.selectors.ffs import FFSSelector
-from ets.tree import Tree
 
 
 def _frontier(scores):

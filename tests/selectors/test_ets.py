@@ -160,7 +160,7 @@ def test_min_one_child_every_gives_every_kept_candidate_a_child():
 def test_coverage_keeps_a_second_cluster():
     # two siblings of equal structure; the weaker one is in another cluster. Without
     # coverage the cost term prunes it; with a large coverage weight it is kept.
-    from ets.tree import Tree
+    from ets.core.tree import Tree
 
     tree = Tree("p", (1, 2))
     a = tree.add_child(tree.root, "s", (3,), score=0.5)
@@ -178,7 +178,7 @@ def test_rejects_unknown_option():
 
 
 def _frontier(texts_scores):
-    from ets.tree import Tree
+    from ets.core.tree import Tree
 
     tree = Tree("p", (1, 2))
     parent = tree.add_child(tree.root, "s", (3,), score=0.5)

@@ -13,7 +13,7 @@ import pytest
 from hydra.utils import instantiate
 
 from ets.config import validate
-from ets.run import build_search
+from ets.rundir.run import build_search
 from ets.selectors.first_finish import AsyncFFS, FirstFinish, SyncFFS
 from tests.conftest import ROOT
 from tests.core import golden
@@ -206,8 +206,8 @@ def check_race(r, width):
 @pytest.mark.parametrize("selector", ["ffs_sync", "ffs_async"])
 def test_smollm2(selector):
     """SmolLM2-135M (transformers), one demo problem, 3 samples racing in 8-token chunks."""
-    from ets.results import ResultsFile
-    from ets.run import run as run_cfg
+    from ets.rundir.results import ResultsFile
+    from ets.rundir.run import run as run_cfg
 
     cfg = golden.compose(*golden.WORLDS["smollm2"], "dataset.limit=1", "search.width=3",
                          "search.max_step_tokens=8", "search.max_tokens=48", "search.max_depth=6",

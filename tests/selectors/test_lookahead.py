@@ -105,8 +105,8 @@ def test_lookahead_stops_where_max_nodes_would_be_exceeded():
 
 
 def test_the_factory_uses_the_lookahead_strategy_only_when_asked():
+    from ets.core.tree import Tree
     from ets.protocols import Budget
-    from ets.tree import Tree
 
     budget = Budget(4, 5, 100, 40)
     plain = WidthStrategies(BeamSelector(2))(None, Tree("q", (1,)), None, budget)
@@ -155,8 +155,8 @@ def test_cli_synthetic_beam_with_lookahead(tmp_path):
 def run_smollm2(*overrides):
     """SmolLM2-135M (transformers, the default policy) on one demo problem, tiny budgets;
     the records without timings."""
-    from ets.results import ResultsFile
-    from ets.run import run as run_cfg
+    from ets.rundir.results import ResultsFile
+    from ets.rundir.run import run as run_cfg
     from tests.core import golden
 
     cfg = golden.compose(*golden.WORLDS["smollm2"], "dataset.limit=1", "search.width=2",

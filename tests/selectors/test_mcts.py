@@ -11,10 +11,10 @@ import pytest
 from hydra.utils import instantiate
 
 from ets.config import ConfigError, validate
+from ets.core.tree import Node, Tree
 from ets.protocols import Budget
 from ets.selectors.mcts_puct import MCTSPUCTStrategies, PUCTStrategy, legal_children, priors, puct_score
 from ets.selectors.mcts_uct import MCTSUCTStrategies, UCTStrategy
-from ets.tree import Node, Tree
 from tests.core.helpers import ScriptedPolicy, ScriptedPRM, make_search, problems, run_all
 
 BUDGET = Budget(width=4, max_depth=40, max_tokens=1000, max_nodes=1000)
@@ -427,8 +427,8 @@ def test_cli_synthetic_mcts_uct(tmp_path):
 
 @pytest.mark.slow  # SmolLM2-135M on CPU (transformers), in process: both methods
 def test_smollm2_both_mcts(tmp_path):
-    from ets.results import ResultsFile
-    from ets.run import run
+    from ets.rundir.results import ResultsFile
+    from ets.rundir.run import run
     from tests.core.golden import compose
 
     common = ["dataset=demo", "dataset.limit=1", "search.width=2", "search.max_step_tokens=32",

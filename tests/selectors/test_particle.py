@@ -16,6 +16,7 @@ import pytest
 from hydra.utils import instantiate
 
 from ets.config import ConfigError, validate
+from ets.core.tree import Tree
 from ets.protocols import Budget, Expansion
 from ets.selectors.particle import (
     ParticleFilter,
@@ -26,7 +27,6 @@ from ets.selectors.particle import (
     logit,
     softmax,
 )
-from ets.tree import Tree
 from ets.types import Problem
 from tests.conftest import ROOT
 

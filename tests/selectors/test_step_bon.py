@@ -7,8 +7,8 @@ import pytest
 from hydra.utils import instantiate
 
 from ets.config import ConfigError, validate
+from ets.core.tree import Tree
 from ets.selectors.step_bon import StepBoNStrategies, argmax_first
-from ets.tree import Tree
 from tests.core.helpers import Keep, ScriptedPolicy, ScriptedPRM, make_search, problems, run_all
 
 PROMPT = "Q: question 0\n"

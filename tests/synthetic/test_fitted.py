@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from ets.core.tree import Tree
 from ets.datasets.synthetic import SyntheticDataset
 from ets.policies.synthetic import SyntheticPolicy
 from ets.prms.synthetic import SyntheticPRM
-from ets.run import build_search
+from ets.rundir.run import build_search
 from ets.synthetic import fit, profiles
-from ets.tree import Tree
 from ets.types import GenRequest
 
 FITTED = json.loads(profiles.FITTED_JSON.read_text())["profiles"]

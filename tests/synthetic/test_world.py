@@ -12,7 +12,8 @@ from statistics import fmean
 
 import pytest
 
-from ets.answers import extract_answer
+from ets.core.answers import extract_answer
+from ets.core.tree import Tree
 from ets.datasets.synthetic import SyntheticDataset
 from ets.policies.synthetic import SyntheticPolicy
 from ets.prms.synthetic import SyntheticPRM
@@ -20,7 +21,6 @@ from ets.protocols import PRM, Dataset, Policy
 from ets.synthetic import profiles
 from ets.synthetic import world as W
 from ets.synthetic.moves import MOVES, all_step_texts
-from ets.tree import Tree
 from ets.types import GenRequest, Problem
 
 MATH500 = Path(__file__).parents[2] / ".." / "shared" / "data" / "math500.jsonl"

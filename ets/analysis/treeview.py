@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ets.compute import is_free_prm, problem_compute, resolve_shapes
-from ets.results import read_records
+from ets.analysis.compute import is_free_prm, problem_compute, resolve_shapes
+from ets.rundir.results import read_records
 
 X_GAP, Y_GAP, R, PAD = 22, 70, 7, 30
 
@@ -134,7 +134,7 @@ def _json_script(obj: Any) -> str:
 def render(record: dict[str, Any], grader: Any | None = None, title: str = "",
            compute: dict[str, Any] | None = None) -> str:
     """The HTML page of one problem record (``problems.jsonl`` line with its ``tree``);
-    ``compute``: its :func:`ets.compute.problem_compute` (shown in the header)."""
+    ``compute``: its :func:`ets.analysis.compute.problem_compute` (shown in the header)."""
     tree = record["tree"]
     has_kids = {row["parent"] for row in tree if row["parent"] is not None}
     pos = layout(tree)
@@ -259,7 +259,7 @@ def _config(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _shapes(run_dir: Path) -> tuple[Any, Any, bool] | None:
-    """(policy shape, PRM shape, PRM reads) for :func:`ets.compute.problem_compute`."""
+    """(policy shape, PRM shape, PRM reads) for :func:`ets.analysis.compute.problem_compute`."""
     config = _config(run_dir)
     if config is None:
         return None
@@ -272,7 +272,7 @@ def _grader(run_dir: Path) -> Any | None:
     if config is None:
         return None
     try:
-        from ets.runs import load_grader
+        from ets.rundir.runs import load_grader
 
         return load_grader(config)
     except Exception:  # noqa: BLE001 - correctness then comes from the votes

@@ -14,7 +14,7 @@ The FLOPs model (forward pass only; a multiply-add is 2 FLOPs):
   computes; an eager kernel also computes the masked half of a prefill's square (torch's
   flop counter agrees with both: ``tests/test_compute.py``).
 
-What is processed where (depth-synchronous search, :mod:`ets.search`):
+What is processed where (depth-synchronous search, :mod:`ets.core.search`):
 
 * **Rollouts** (``record["rollouts"]``, look-ahead steps outside the tree) are counted as
   tree steps: generated, prefilled and read by the PRM alike.

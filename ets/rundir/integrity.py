@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ets.results import RunFileError, read_json, write_json
-from ets.runs import flatten
+from ets.rundir.results import RunFileError, read_json, write_json
+from ets.rundir.runs import flatten
 
 log = logging.getLogger("ets")
 LOCK_NAME = ".lock"

@@ -33,10 +33,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ets.answers import vote
+from ets.core.answers import vote
 from ets.core.checks import StrategyError, check_proposal
 from ets.core.engines import streaming
 from ets.core.finish import from_policy
+from ets.core.tree import Node, Tree
 from ets.core.width import WidthStrategies
 from ets.kv.accounting import KVAccounting, ProblemKV
 from ets.protocols import (
@@ -55,7 +56,6 @@ from ets.protocols import (
     Selector,
     StrategyFactory,
 )
-from ets.tree import Node, Tree
 from ets.types import Generation, GenRequest, Problem
 
 SCHEDULERS = ("lockstep", "async")
@@ -68,7 +68,7 @@ class _Live:
     strategy: SearchStrategy
     kv: ProblemKV
     started: float = field(default_factory=time.perf_counter)
-    start_index: int = 0  # order in which problems entered the search (ets.replay)
+    start_index: int = 0  # order in which problems entered the search (ets.rundir.replay)
     pending: list[Expansion] = field(default_factory=list)
     nodes: int = 0  # generated nodes (tree and rollouts), for the budget check
     kv_count: int = 0  # len(strategy.kv_nodes()) after the last round (asked once per round)
@@ -365,7 +365,7 @@ class Search:
         }
         if state.rollout_tokens:
             record["rollout_tokens"] = state.rollout_tokens
-        if tree.rollouts:  # their compute (ets.compute); not part of the tree, width or KV
+        if tree.rollouts:  # their compute (ets.analysis.compute); not part of the tree, width or KV
             record["rollouts"] = [{"id": n.id, "parent": n.parent.id if n.parent else None,
                                    "tokens": n.n_tokens, "score": n.score}
                                   for n in tree.rollouts.values()]

@@ -1,11 +1,11 @@
 """Ctrl-C and SIGTERM: stop a run cleanly (records kept, tracker finished as failed).
 
 ``scancel`` and ``timeout`` send SIGTERM, a terminal sends SIGINT. Both are turned into
-:class:`Interrupted` in the main thread, which unwinds through :func:`ets.run.run`'s
+:class:`Interrupted` in the main thread, which unwinds through :func:`ets.rundir.run.run`'s
 ``finally`` (the tracker is finished with a failed exit code, components are closed);
 the entry point then prints one line saying how to resume and exits 128 + signal.
 
-Records already written stay: each is appended whole (``ets.results``). CP-SAT would
+Records already written stay: each is appended whole (``ets.rundir.results``). CP-SAT would
 otherwise take SIGINT over during a solve and leave it at the default action
 (``catch_sigint_signal``, switched off in :mod:`ets.selectors.ets_ilp`).
 """

@@ -1,5 +1,5 @@
 """Budget curves from one run: accuracy at N = 1, 2, 4, ... finished trajectories per problem,
-subsampled from the trees stored in ``problems.jsonl`` and voted on with :func:`ets.answers.vote`.
+subsampled from the trees stored in ``problems.jsonl`` and voted on with :func:`ets.core.answers.vote`.
 
 When C(pool, N) is at most ``samples`` every subset is enumerated (exact); otherwise
 ``samples`` random subsets are drawn with a seeded RNG. Subsets keep node-id order, so at
@@ -16,10 +16,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from ets.answers import vote
+from ets.core.answers import vote
+from ets.core.tree import Node
 from ets.protocols import Grader
-from ets.results import VOTES
-from ets.tree import Node
+from ets.rundir.results import VOTES
 
 
 @dataclass

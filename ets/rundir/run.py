@@ -12,16 +12,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ets.config import save_config, validate
+from ets.core.search import Search
 from ets.kv.accounting import KVAccounting
 from ets.policies.vllm import begin_job
-from ets.preflight import check_context
-from ets.results import ResultsFile, environment, summarize, write_json
-from ets.rundir import Attempts, RunLock, check_resume, engine_over_attempts, engine_partial
-from ets.search import Search
-from ets.signals import checkpoint
+from ets.rundir.integrity import Attempts, RunLock, check_resume, engine_over_attempts, engine_partial
+from ets.rundir.preflight import check_context
+from ets.rundir.results import ResultsFile, environment, summarize, write_json
+from ets.rundir.signals import checkpoint
 
 log = logging.getLogger("ets")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _build(cfg: DictConfig, group: str) -> Any:
@@ -62,7 +62,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run (or resume) one search experiment into ``run_dir``; returns the summary.
 
     The directory is locked for the whole run and resumed only with the config it was
-    started with (:mod:`ets.rundir`); counters are kept per attempt in ``run.json``.
+    started with (:mod:`ets.rundir.integrity`); counters are kept per attempt in ``run.json``.
     """
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, forced: list[str]) -> dict[str, 
     engine_start_s = sum(c.start_engine() for c in (search.policy, search.prm)
                          if callable(getattr(c, "start_engine", None)))
     attempts.start_clock()  # after the tracker's and engines' start-up, which is not search time
-    checkpoint()  # a signal during start-up; handlers a library replaced (ets.signals)
+    checkpoint()  # a signal during start-up; handlers a library replaced (ets.rundir.signals)
 
     def persist(record: str | None = None) -> None:
         checkpoint()
@@ -125,7 +125,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, forced: list[str]) -> dict[str, 
         status = "finished"
         totals = attempts.summary_counters()
         engine = totals.pop("engine")
-        from ets.compute import run_compute  # FLOPs from the dumped trees
+        from ets.analysis.compute import run_compute  # FLOPs from the dumped trees
 
         rows = _unique([r for r in records if r["id"] in ids])  # one record per problem
         summary = summarize(
@@ -172,7 +172,7 @@ def _unique(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def engine_kv(series: list[dict[str, float]]) -> dict[str, float]:
-    """Run-level engine numbers of one engine's series (see :func:`ets.rundir.engine_over_attempts`)."""
+    """Run-level engine numbers of one engine's series (see :func:`ets.rundir.integrity.engine_over_attempts`)."""
     part = engine_partial(series)
     assert part is not None, "an empty engine series"
     return engine_over_attempts([part])

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ets.results import VOTES
+from ets.rundir.results import VOTES
 
 
 def pareto_front(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
@@ -50,7 +50,7 @@ def plot_accuracy_vs_kv(points: Sequence[dict[str, Any]], headline: str, path: P
     with the Pareto front (least ``x`` for the accuracy) drawn as a step line.
 
     ``x`` picks the cost axis: ``kv`` (mean KV of the ``headline`` backend) or any other
-    key of the points (e.g. ``flops``, from :mod:`ets.compute`), labelled ``xlabel``.
+    key of the points (e.g. ``flops``, from :mod:`ets.analysis.compute`), labelled ``xlabel``.
     """
     fig, (ax,) = _figure()
     points = [dict(p, kv=p[x]) for p in points]
@@ -79,7 +79,7 @@ def plot_accuracy_vs_kv(points: Sequence[dict[str, Any]], headline: str, path: P
 
 def plot_kv_per_depth(series: dict[str, dict[str, list[float]]], path: Path) -> Path:
     """``series[run][backend]``: mean KV at each depth over all the run's problems (0 once a
-    problem has stopped, :func:`ets.runs.kv_per_depth`); one panel per backend, one line per run."""
+    problem has stopped, :func:`ets.rundir.runs.kv_per_depth`); one panel per backend, one line per run."""
     from matplotlib.ticker import MaxNLocator
 
     backends = sorted({b for per in series.values() for b in per})

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ets.results import RunFileError, read_json, read_records
+from ets.rundir.results import RunFileError, read_json, read_records
 
 log = logging.getLogger("ets")
 
@@ -47,14 +47,33 @@ class Run:
         return flatten({k: v for k, v in self.config.items() if k != "tracker"})
 
 
+#: Component modules that moved (issue 9 §3, the package regroup): ``old: new``. A config
+#: saved before the move names the old module in its ``_target_``s; the old path still
+#: imports (a re-export), and :func:`flatten` reads it as the new one so that such a run
+#: resumes, merges and groups with runs saved after the move.
+MOVED_MODULES = {"ets.cluster": "ets.selectors.cluster", "ets.grading": "ets.datasets.grading"}
+
+
+def current_target(target: Any) -> Any:
+    """``target`` (a ``_target_`` value) with a moved module's old path replaced by the new one."""
+    if isinstance(target, str):
+        module, _, name = target.rpartition(".")
+        if module in MOVED_MODULES:
+            return f"{MOVED_MODULES[module]}.{name}"
+    return target
+
+
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested config flattened to ``dotted.key: value`` (empty dicts are leaves)."""
+    """A nested config flattened to ``dotted.key: value`` (empty dicts are leaves), the
+    ``_target_``s of moved modules read as their current paths (:func:`current_target`):
+    every comparison of saved configs (resume, merge, report) goes through here."""
     if isinstance(node, dict) and node:
         out: dict[str, Any] = {}
         for k, v in node.items():
             out.update(flatten(v, f"{prefix}{k}."))
         return out
-    return {prefix[:-1]: node}
+    key = prefix[:-1]
+    return {key: current_target(node) if key.rpartition(".")[2] == "_target_" else node}
 
 
 def same_but_seed(a: Run, b: Run) -> bool:
@@ -71,7 +90,7 @@ def same_but_seed(a: Run, b: Run) -> bool:
 
 def find_run_dirs(root: Path, exclude: Path | None = None) -> list[Path]:
     """Run dirs at or below ``root`` (a ``config.yaml`` next to ``problems.jsonl`` or
-    ``summary.json``), sorted. Runs nested inside another run (``ets.rerun``'s
+    ``summary.json``), sorted. Runs nested inside another run (``python -m ets.rerun``'s
     ``<run>/rerun-1``) are left out, and so are ``exclude`` and everything below it.
     The one finder of reports and merges, so neither counts a nested run twice."""
     skip = Path(exclude).resolve() if exclude is not None else None

@@ -16,7 +16,7 @@ from typing import Any
 
 from ets.types import Problem
 
-log = logging.getLogger("ets.preflight")
+log = logging.getLogger("ets.rundir.preflight")
 _SHOW = 5  # problems named in a warning
 
 

@@ -6,8 +6,8 @@ import math
 import re
 from collections.abc import Callable, Sequence
 
+from ets.core.tree import Node
 from ets.protocols import Grader
-from ets.tree import Node
 
 # "The answer is" counts only where a sentence states it: at the start of a line or of a
 # sentence (after . ! ? or :), after Markdown emphasis or a bullet, optionally after a
