@@ -66,3 +66,53 @@ def test_async_and_lockstep_give_the_same_records_on_asyncllm(policy):
             assert policy.stats["submitted_groups"] == rounds
     assert_same(rows["async"], rows["lockstep"])
     assert all(r["tokens"] > 0 for r in rows["async"].values())
+
+
+def test_async_engine_generates_what_the_batch_engine_does(policy):
+    """The same requests (seeded) on ``AsyncLLM`` and on the offline engine: the same
+    tokens, texts and finish reasons, the step log-probability (vLLM's step-logprob-only
+    path on both) to 1e-4, and ``context`` where a context nearly fills the model."""
+    from ets.types import GenRequest, Problem
+
+    batch = instantiate(golden.compose("policy=smollm2_vllm").policy, _convert_="partial")
+    try:
+        problem = Problem("p", "Tom has 3 apples and buys 5 more. How many apples does he have?", "8")
+        prompt = batch.format_prompt(problem)
+        long_ctx = (list(prompt.token_ids) * 200)[: batch.max_model_len - 5]  # 5 tokens of room
+        reqs = [GenRequest(problem, prompt.text, prompt.token_ids, 3, 24, ["\n\n"], 11),
+                GenRequest(problem, prompt.text, prompt.token_ids, 1, 40, [], 12, 0.0),  # greedy: n = 1
+                GenRequest(problem, "", long_ctx, 1, 24, [], 13)]
+        got, want = policy.generate(reqs), batch.generate(reqs)
+        assert_same([[(g.text, g.token_ids, g.finish_reason, g.logprob) for g in gs] for gs in got],
+                    [[(g.text, g.token_ids, g.finish_reason, g.logprob) for g in gs] for gs in want],
+                    "generations")
+        assert all(g.logprob < 0 for gs in got[:2] for g in gs)  # a real sum, not the 0 of no logprobs
+        assert got[2][0].finish_reason == "context" and len(got[2][0].token_ids) == 5
+        from ets.policies.vllm import STEP_LOGPROB_ONLY
+        assert policy._sampling_params(reqs[0], 8).extra_args == {STEP_LOGPROB_ONLY: True}
+    finally:
+        batch.close()
+
+
+def test_engine_busy_time_counts_only_time_with_work_in_flight(policy):
+    """``engine_busy_s`` adds up the time with >= 1 group in flight, not the idle gap."""
+    import time
+
+    from ets.types import GenRequest, Problem
+
+    problem = Problem("p", "What is 2 + 2?", "4")
+    prompt = policy.format_prompt(problem)
+    req = GenRequest(problem, prompt.text, prompt.token_ids, 2, 8, ["\n\n"], 0)
+    policy.reset_engine_state()
+    start = time.perf_counter()
+    t1 = policy.submit([req])
+    t2 = policy.submit([req])  # overlapping groups count once
+    done: dict[int, object] = {}
+    while len(done) < 2:
+        done.update(policy.wait())
+    time.sleep(0.5)  # the engine idles here
+    policy.generate([req])
+    wall = time.perf_counter() - start
+    busy = policy.engine_metrics()["engine_busy_s"]
+    assert {t1, t2} <= set(done)
+    assert 0 < busy <= wall - 0.5
