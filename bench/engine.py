@@ -112,7 +112,19 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
         if callable(getattr(obj, method, None)):  # prepare: ETS embeds all step texts of a depth
             timed(obj, method, parts, per_call)
     start = time.perf_counter()
-    search.run(dataset.load(), records.append, depths.append)
+    if args.profile:  # cProfile of the search (on Python >= 3.12 it hears every thread)
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.runcall(search.run, dataset.load(), records.append, depths.append)
+        out = f"{args.profile}.{selector}.pstats"
+        prof.dump_stats(out)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(int(args.profile_top))
+        pstats.Stats(prof).sort_stats("cumulative").print_stats("ets/", int(args.profile_top))
+        print(f"profile: {out}")
+    else:
+        search.run(dataset.load(), records.append, depths.append)
     wall = time.perf_counter() - start
     metrics = search.policy.engine_metrics()
     # Seconds the engine had work: inside generate (lockstep), or with >= 1 group in flight
@@ -191,6 +203,9 @@ def main() -> None:
     parser.add_argument("--scheduler", choices=("lockstep", "async"), default="lockstep",
                         help="lockstep: the offline engine, one call per round; async: AsyncLLM, "
                              "each problem's next steps sent as soon as it has selected (no bound)")
+    parser.add_argument("--profile", help="cProfile each search; stats to PROFILE.<selector>.pstats "
+                        "(wall times include the profiler's overhead)")
+    parser.add_argument("--profile-top", type=int, default=40, help="functions printed per profile")
     parser.add_argument("--no-bound", dest="bound", action="store_false",
                         help="skip the raw engine bound (the batch replay)")
     parser.add_argument("--out", help="folder for engine.json and each method's problems.jsonl")
