@@ -116,3 +116,4 @@ def test_engine_busy_time_counts_only_time_with_work_in_flight(policy):
     busy = policy.engine_metrics()["engine_busy_s"]
     assert {t1, t2} <= set(done)
     assert 0 < busy <= wall - 0.5
+    assert policy._async.log_stats is False  # no stat loggers: nothing reads them
