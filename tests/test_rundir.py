@@ -315,16 +315,19 @@ def test_engine_numbers_add_up_over_attempts():
     from ets.rundir.run import engine_kv
 
     # the prefix-cache counters are cumulative within one engine (one attempt)
-    a = [{"kv_tokens": 10.0, "prefix_cache_hits": 1, "prefix_cache_queries": 4},
+    a = [{"kv_tokens": 10.0, "prefix_cache_hits": 1, "prefix_cache_queries": 4, "num_preemptions": 1},
          {"kv_tokens": 30.0, "prefix_cache_hits": 3, "prefix_cache_queries": 8,
-          "prompt_tokens_cached": 5}]
+          "prompt_tokens_cached": 5, "num_preemptions": 4}]
     b = [{"kv_tokens": 50.0, "prefix_cache_hits": 6, "prefix_cache_queries": 8,
-          "prompt_tokens_cached": 7}]
+          "prompt_tokens_cached": 7, "num_preemptions": 2}]
     both = engine_over_attempts([engine_partial(a), engine_partial(b)])
     assert both == {"mean": 30.0, "peak": 50.0, "prefix_cache_hit_rate": 9 / 16,
-                    "prompt_tokens_cached": 12}
+                    "prompt_tokens_cached": 12, "preemptions": 6}
     assert engine_kv(a) == {"mean": 20.0, "peak": 30.0, "prefix_cache_hit_rate": 3 / 8,
-                            "prompt_tokens_cached": 5}
+                            "prompt_tokens_cached": 5, "preemptions": 4}
+    # an attempt recorded before the counter existed counts none
+    old = {k: v for k, v in engine_partial(b).items() if k != "preemptions"}
+    assert engine_over_attempts([engine_partial(a), old])["preemptions"] == 4
 
 
 @pytest.mark.parametrize("on_disk", [True, False])

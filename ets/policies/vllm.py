@@ -30,7 +30,7 @@ from ets.types import Generation, GenRequest, Problem, Prompt
 log = logging.getLogger("ets.policies.vllm")
 
 
-COUNTERS = ("prefix_cache_queries", "prefix_cache_hits", "prompt_tokens_cached")
+COUNTERS = ("prefix_cache_queries", "prefix_cache_hits", "prompt_tokens_cached", "num_preemptions")
 _ENGINES: dict[tuple[Any, ...], Engine] = {}
 # Keys of the shared engines opened since the last :func:`begin_job` (the others are idle:
 # kept for a next job with the same settings, shut down before a different engine starts).

@@ -303,19 +303,23 @@ def engine_partial(series: list[dict[str, float]]) -> dict[str, float] | None:
     return {"iterations": len(used), "kv_tokens_sum": float(sum(used)), "peak": max(used),
             "prefix_cache_hits": last.get("prefix_cache_hits", 0.0),
             "prefix_cache_queries": last.get("prefix_cache_queries", 0.0),
-            "prompt_tokens_cached": last.get("prompt_tokens_cached", 0.0)}
+            "prompt_tokens_cached": last.get("prompt_tokens_cached", 0.0),
+            "preemptions": last.get("num_preemptions", 0.0)}
 
 
 def engine_over_attempts(parts: list[dict[str, float]]) -> dict[str, float]:
     """Run-level engine numbers: KV tokens in use (mean/peak over every depth iteration of
-    every attempt, from the engine's own gauge) and the prefix-cache hit rate."""
+    every attempt, from the engine's own gauge), the prefix-cache hit rate and the
+    requests the engine preempted (its KV budget ran out; attempts recorded before this
+    counter count 0)."""
     n = sum(p["iterations"] for p in parts)
     queries = sum(p["prefix_cache_queries"] for p in parts)
     return {"mean": sum(p["kv_tokens_sum"] for p in parts) / n if n else 0.0,
             "peak": max(p["peak"] for p in parts),
             "prefix_cache_hit_rate": sum(p["prefix_cache_hits"] for p in parts) / queries
             if queries else 0.0,
-            "prompt_tokens_cached": sum(p["prompt_tokens_cached"] for p in parts)}
+            "prompt_tokens_cached": sum(p["prompt_tokens_cached"] for p in parts),
+            "preemptions": sum(p.get("preemptions", 0.0) for p in parts)}
 
 
 def rederive_stats(stats: dict[str, Any]) -> dict[str, Any]:

@@ -189,6 +189,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name, kv in summary["kv"].items():
         star = " *" if name == summary.get("kv_headline") else ""
         line = f"kv {name:<7} mean={kv['mean']:.1f}  peak={kv['peak']}"
+        if "preemptions" in kv:  # the engine's own: requests preempted when its KV ran out
+            line += f"  preemptions={kv['preemptions']:.0f}"
         if "total" in kv:  # per problem, summed over selection calls (the paper's number)
             line += f"  total={kv['total']:.1f}"
         if "after_pruning" in kv:
