@@ -219,6 +219,22 @@ class HasNodeBudget(Protocol):
 
 
 @runtime_checkable
+class UsesStepLogprobs(Protocol):
+    """A PRM or strategy factory that reads ``Node.logprob``, the policy's log-probability
+    of each generated step (the logprob PRM; MCTS-PUCT's priors)."""
+
+    uses_step_logprobs: bool
+
+
+@runtime_checkable
+class StepLogprobSwitch(Protocol):
+    """A policy whose step log-probabilities can be switched off (``policy.step_logprobs``):
+    then every ``Generation.logprob`` is 0.0."""
+
+    step_logprobs: bool
+
+
+@runtime_checkable
 class FinishClassifier(Protocol):
     """Decides whether a new child ends its trajectory, why, and with which answer
     (sets ``finished``, ``finish_reason``, ``answer``); configured with the policy's

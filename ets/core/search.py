@@ -54,7 +54,9 @@ from ets.protocols import (
     Policy,
     SearchStrategy,
     Selector,
+    StepLogprobSwitch,
     StrategyFactory,
+    UsesStepLogprobs,
 )
 from ets.types import Generation, GenRequest, Problem
 
@@ -140,6 +142,12 @@ class Search:
         self.seed, self.concurrency, self.aggregation = seed, concurrency, aggregation
         self.scheduler = scheduler
         self.finisher = finisher or from_policy(policy, max_tokens, max_depth)
+        if isinstance(policy, StepLogprobSwitch) and not policy.step_logprobs:
+            for key, part in (("prm", prm), ("selector", strategies)):
+                if isinstance(part, UsesStepLogprobs) and part.uses_step_logprobs:
+                    raise ValueError(
+                        f"policy.step_logprobs=false, but {key} {type(part).__name__} reads the "
+                        "policy's step log-probabilities: set policy.step_logprobs=true")
         if max_nodes is None and isinstance(strategies, HasNodeBudget):
             max_nodes = strategies.node_budget(width, max_depth)
         self.budget = Budget(width, max_depth, max_tokens, max_nodes or 2 * width * max_depth)

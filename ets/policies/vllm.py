@@ -312,6 +312,12 @@ class VLLMPolicy:
         temperature, top_p: Sampling settings (logprobs are the model's, before temperature).
         step_delimiter: Ends a step (the step expander's stop string).
         answer_markers: Markers the search loop extracts final answers with.
+        step_logprobs: Ask vLLM for each step's log-probability (``logprobs=0``). ``False``:
+            every ``Generation.logprob`` is 0.0 and vLLM's engine core sends no per-token
+            logprob arrays, which its output handler otherwise decodes in this process
+            (~20% of an async ETS search's CPU time on an H200). Only for PRMs and
+            selectors that do not read it (the search refuses ``prm=logprob`` and
+            ``selector=mcts_puct`` with it off).
         device, batch_size: Keys of the transformers policy, accepted and ignored so that
             its presets can switch engines (``policy._target_=ets.policies.vllm.VLLMPolicy``).
     """
@@ -327,7 +333,7 @@ class VLLMPolicy:
         chat_template_kwargs: dict[str, Any] | None = None, response_prefix: str = "",
         temperature: float = 1.0, top_p: float = 1.0, step_delimiter: str = "\n\n",
         answer_markers: Sequence[str] = ("boxed", "The answer is"), device: str | None = None,
-        batch_size: int | None = None,
+        batch_size: int | None = None, step_logprobs: bool = True,
     ) -> None:
         self.model, self.revision, self.max_model_len = model, revision, max_model_len
         self.env = engine_env(cpu_kv_space_gb, in_process)
@@ -344,6 +350,7 @@ class VLLMPolicy:
                                          chat_template_kwargs, response_prefix, revision, trust_remote_code)
         self._engine: Engine | None = None
         self.step_logprob_only = True  # False: vLLM's full per-token logprobs (the old path)
+        self.step_logprobs = step_logprobs  # :class:`ets.protocols.StepLogprobSwitch`
         self._base: dict[str, float] = {}
         self._last_kv = (0.0, 0.0)
         self.stats = {"generate_calls": 0, "generate_s": 0.0, "requests": 0, "request_cached_tokens": 0.0,
@@ -448,12 +455,12 @@ class VLLMPolicy:
 
         # The step's log-probability is all the search uses: skip vLLM's per-token logprob
         # work in its output processor (see install_step_logprob_only).
-        if self.step_logprob_only and install_step_logprob_only():
+        if self.step_logprobs and self.step_logprob_only and install_step_logprob_only():
             kwargs["extra_args"] = {STEP_LOGPROB_ONLY: True}
         return SamplingParams(
             n=req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
             temperature=self.temperature if req.temperature is None else req.temperature,
-            top_p=self.top_p, seed=req.seed, logprobs=0, **kwargs)
+            top_p=self.top_p, seed=req.seed, logprobs=0 if self.step_logprobs else None, **kwargs)
 
     def _generation(self, completion: Any) -> Generation:
         ids = tuple(completion.token_ids)
@@ -506,3 +513,4 @@ class VLLMPolicyConf(PromptedPolicyConf):
     in_process: bool | None  # True: engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # any other vllm.LLM keyword
     share_engine: bool  # runs in one process reuse an engine with the same settings
+    step_logprobs: bool  # false: no per-token logprobs from vLLM (faster); not with prm=logprob / mcts_puct

@@ -32,6 +32,8 @@ EMPTY_STEP_SCORE = 0.0
 class LogprobPRM:
     """Scores a step by ``exp(mean token log-probability)`` under the policy."""
 
+    uses_step_logprobs = True  # :class:`ets.protocols.UsesStepLogprobs`
+
     def score(self, items: Sequence[tuple[Problem, Node]]) -> list[float]:
         return [self.node_score(node) for _, node in items]
 

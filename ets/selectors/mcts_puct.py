@@ -240,6 +240,8 @@ class MCTSPUCTStrategies:
         finalists: ``paths`` (OpenR's output) or ``tree``.
     """
 
+    uses_step_logprobs = True  # its priors (:class:`ets.protocols.UsesStepLogprobs`)
+
     def __init__(self, num_path: int | None = None, tree_max_width: int = 4, tree_max_depth: int = 50,
                  pb_c_base: float = 19652, pb_c_init: float = 1.25, temperature: float | None = 0.7,
                  select_by_prior: bool = False, dedup: bool = True, drop_truncated: bool = True,

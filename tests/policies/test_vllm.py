@@ -201,3 +201,34 @@ def test_replay_of_a_transformers_run_generates_the_recorded_tokens(policy, tiny
     batch, bres = replay(tmp_path, policy, batch=True)
     assert bres.calls == 1 and batch["tokens_generated"] == summary["tokens_generated"]
     assert batch["requests_wrong_length"] == 0
+
+
+def test_step_logprobs_off_samples_the_same_tokens_without_logprobs(policy):
+    """``step_logprobs=False``: the same seeded tokens and texts, logprob 0.0 (vLLM sends none)."""
+    req = request(policy, n=3, max_tokens=10, seed=5)
+    on = policy.generate([req])[0]
+    policy.step_logprobs = False
+    try:
+        assert policy._sampling_params(req, 10).logprobs is None
+        off = policy.generate([req])[0]
+    finally:
+        policy.step_logprobs = True
+    assert [(g.text, g.token_ids, g.finish_reason) for g in off] == \
+        [(g.text, g.token_ids, g.finish_reason) for g in on]
+    assert all(g.logprob == 0.0 for g in off) and all(g.logprob < 0 for g in on)
+
+
+def test_the_search_refuses_step_logprobs_off_where_they_are_read():
+    """prm=logprob and selector=mcts_puct read Node.logprob: refused, naming the key;
+    another PRM runs (no engine starts here: the policy starts it on first use)."""
+    from ets.rundir.run import build_search
+    from tests.core import golden
+
+    base = ["policy=smollm2_vllm", "policy.step_logprobs=false", "dataset=demo"]
+    for extra in (["prm=logprob"], ["prm=logprob", "selector=mcts_puct"]):
+        with pytest.raises(ValueError, match=r"policy\.step_logprobs=false, but prm LogprobPRM"):
+            build_search(golden.compose(*base, *extra))
+    with pytest.raises(ValueError, match=r"but selector MCTSPUCTStrategies"):
+        build_search(golden.compose(*base, "prm=synthetic", "selector=mcts_puct"))
+    search, _ = build_search(golden.compose(*base, "prm=synthetic"))
+    assert search.policy.step_logprobs is False
