@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import field
+from dataclasses import field, replace
 from typing import Any
 
 from ets.policies.formatting import PromptedPolicyConf, PromptFormatter
@@ -438,7 +438,7 @@ class VLLMPolicy:
             self.stats["requests"] += 1
             self.stats["request_cached_tokens"] += result.num_cached_tokens or 0
             self.stats["request_prompt_tokens"] += len(requests[i].context_ids)
-            out[i] = [self._generation(c) for c in result.outputs]
+            out[i] = self._generations(requests[i], result.outputs)
         for i, room in rooms.items():  # ended at max_model_len, not at the step's own limit
             out[i] = [context_finish(g, room, requests[i].max_tokens) for g in out[i] or []]
         return [g or [] for g in out]
@@ -458,9 +458,20 @@ class VLLMPolicy:
         if self.step_logprobs and self.step_logprob_only and install_step_logprob_only():
             kwargs["extra_args"] = {STEP_LOGPROB_ONLY: True}
         return SamplingParams(
-            n=req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
+            n=1 if self._greedy(req) else req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
             temperature=self.temperature if req.temperature is None else req.temperature,
             top_p=self.top_p, seed=req.seed, logprobs=0 if self.step_logprobs else None, **kwargs)
+
+    def _greedy(self, req: GenRequest) -> bool:
+        return (self.temperature if req.temperature is None else req.temperature) == 0
+
+    def _generations(self, req: GenRequest, outputs: Sequence[Any]) -> list[Generation]:
+        """A request's generations. Greedy requests go to vLLM with ``n = 1`` (it refuses
+        greedy sampling with ``n > 1``): their ``n`` children are that one continuation."""
+        gens = [self._generation(c) for c in outputs]
+        if self._greedy(req) and len(gens) == 1 and req.n > 1:
+            gens += [replace(gens[0]) for _ in range(req.n - 1)]
+        return gens
 
     def _generation(self, completion: Any) -> Generation:
         ids = tuple(completion.token_ids)

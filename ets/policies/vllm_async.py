@@ -198,7 +198,7 @@ class AsyncVLLMPolicy(VLLMPolicy):
                 self.stats["request_cached_tokens"] += result.num_cached_tokens or 0
                 self.stats["request_prompt_tokens"] += len(req.context_ids)
                 room = self._room(req, self._limit)
-                gens.append([context_finish(self._generation(c), room, req.max_tokens) for c in result.outputs])
+                gens.append([context_finish(g, room, req.max_tokens) for g in self._generations(req, result.outputs)])
             out.append((ticket, gens))
         return out
 

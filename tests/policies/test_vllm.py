@@ -232,3 +232,17 @@ def test_the_search_refuses_step_logprobs_off_where_they_are_read():
         build_search(golden.compose(*base, "prm=synthetic", "selector=mcts_puct"))
     search, _ = build_search(golden.compose(*base, "prm=synthetic"))
     assert search.policy.step_logprobs is False
+
+
+def test_greedy_requests_with_several_children_get_that_one_continuation(policy):
+    """vLLM refuses greedy sampling with n > 1; the policy sends n = 1 and gives the
+    request's n children that continuation (what greedy decoding means)."""
+    from dataclasses import replace
+
+    one = replace(request(policy, n=1, max_tokens=10, seed=3), temperature=0.0)
+    three = replace(one, n=3, seed=9)  # the seed does not matter when greedy
+    [single], [kids] = policy.generate([one]), policy.generate([three])
+    assert len(kids) == 3 and all(k == single[0] for k in kids)
+    assert len({id(k) for k in kids}) == 3  # separate objects (finish reasons are set per child)
+    sampled = policy.generate([replace(three, temperature=1.0)])[0]
+    assert len({g.token_ids for g in sampled}) > 1  # sampling still gives n draws
