@@ -16,6 +16,7 @@ prefix-cache hits stay 0. ``conf/policy/smollm2_vllm.yaml`` sets 32.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -57,6 +58,7 @@ def _add_sampled_logprobs(proc: Any, logprobs_lists: Any) -> None:
     proc.cumulative_logprob = total
 
 
+@functools.cache  # the patch is process-wide and idempotent: decide once, not per request
 def install_step_logprob_only() -> bool:
     """Make vLLM's output processor keep only the cumulative log-probability of requests
     marked with ``extra_args[STEP_LOGPROB_ONLY]``.
@@ -458,12 +460,15 @@ class VLLMPolicy:
         if self.step_logprobs and self.step_logprob_only and install_step_logprob_only():
             kwargs["extra_args"] = {STEP_LOGPROB_ONLY: True}
         return SamplingParams(
-            n=1 if self._greedy(req) else req.n, max_tokens=room, stop=list(req.stop) or None, include_stop_str_in_output=True,
-            temperature=self.temperature if req.temperature is None else req.temperature,
-            top_p=self.top_p, seed=req.seed, logprobs=0 if self.step_logprobs else None, **kwargs)
+            n=1 if self._greedy(req) else req.n, max_tokens=room, stop=list(req.stop) or None,
+            include_stop_str_in_output=True, temperature=self._temperature(req), top_p=self.top_p,
+            seed=req.seed, logprobs=0 if self.step_logprobs else None, **kwargs)
+
+    def _temperature(self, req: GenRequest) -> float:
+        return self.temperature if req.temperature is None else req.temperature
 
     def _greedy(self, req: GenRequest) -> bool:
-        return (self.temperature if req.temperature is None else req.temperature) == 0
+        return self._temperature(req) == 0
 
     def _generations(self, req: GenRequest, outputs: Sequence[Any]) -> list[Generation]:
         """A request's generations. Greedy requests go to vLLM with ``n = 1`` (it refuses
