@@ -6,6 +6,7 @@
 #   bash bench/gpu_study.sh selector      # CPU side: CP-SAT per call by worker count, cProfile vs
 #                                         # wall clock, vLLM's per-token logprob cost (bench/logprobs.py)
 #   bash bench/gpu_study.sh engine        # bench/engine.py: ETS vs REBASE, SmolLM2 bf16, 64 problems, W=16
+#                                         # (CONC=64 SCHEDULERS="lockstep async": all in flight, both)
 #   bash bench/gpu_study.sh record        # synthetic ETS/REBASE runs at W=16/64/256 (CPU, for the replays)
 #   bash bench/gpu_study.sh replay34b h100 [GLOB]  # replay them on a Llemma-34B-shaped dummy, H100 80 GB
 #                                         # KV budget (GLOB: which runs, default synthetic_*)
@@ -59,8 +60,16 @@ EOF
   ;;
 engine)
   # The settings of the first H200 run (ENVIRONMENT.md: config defaults, W = 16, 16 in flight).
-  $PY bench/engine.py --problems "${PROBLEMS:-64}" --width 16 --concurrency 16 --max-tokens 192 \
-    --max-step-tokens 48 --data "$DATA" --out "$OUT/engine" --override "${GPU[@]}" 2>&1 | tee "$OUT/engine.md"
+  # CONC: problems in flight; SCHEDULERS: lockstep (offline engine, with the raw bound) and/or
+  # async (AsyncLLM), one engine start each; EXTRA: more overrides; T: seconds per scheduler.
+  c=${CONC:-16}
+  for sch in ${SCHEDULERS:-lockstep}; do
+    # shellcheck disable=SC2086
+    # spawn: as measured (bench/engine.py is a file with a main guard, unlike the heredocs)
+    VLLM_WORKER_MULTIPROC_METHOD=spawn timeout "${T:-100000}" $PY bench/engine.py --problems "${PROBLEMS:-64}" --width 16 --concurrency "$c" \
+      --max-tokens 192 --max-step-tokens 48 --data "$DATA" --scheduler "$sch" --out "$OUT/engine_${sch}_c$c" \
+      --override "${GPU[@]}" ${EXTRA:-} 2>&1 | tee "$OUT/engine_${sch}_c$c.md"
+  done
   ;;
 record)
   # The synthetic ETS-vs-REBASE runs (CPU, seconds to minutes) whose trees the replays send.
