@@ -201,11 +201,16 @@ class SearchStrategy(Protocol):
 
 @runtime_checkable
 class StrategyFactory(Protocol):
-    """Makes one :class:`SearchStrategy` per problem; ``stats`` are run-level numbers
-    (``summary.json``'s ``selector_stats``)."""
+    """Makes one :class:`SearchStrategy` per problem (run-level numbers: :class:`HasRunStats`)."""
 
     def __call__(self, problem: Problem, tree: Tree, rng: random.Random,
                  budget: Budget) -> SearchStrategy: ...
+
+
+@runtime_checkable
+class HasRunStats(Protocol):
+    """A factory that keeps run-level numbers (``summary.json``'s ``selector_stats``);
+    a factory without them reports none."""
 
     def stats(self) -> dict[str, Any]: ...
 

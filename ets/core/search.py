@@ -50,6 +50,7 @@ from ets.protocols import (
     FinishClassifier,
     Grader,
     HasNodeBudget,
+    HasRunStats,
     HasSelectionCounts,
     Policy,
     SearchStrategy,
@@ -158,7 +159,7 @@ class Search:
 
     def stats(self) -> dict[str, Any]:
         """Run-level strategy numbers (``summary.json``'s ``selector_stats``)."""
-        return self.strategies.stats()
+        return self.strategies.stats() if isinstance(self.strategies, HasRunStats) else {}
 
     def run(
         self, problems: Iterable[Problem], on_result: Callable[[dict[str, Any]], None],

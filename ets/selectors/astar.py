@@ -275,8 +275,6 @@ class AStarStrategies:
         # Deterministic given the scores: the per-problem RNG is not needed.
         return AStarStrategy(tree, budget, self)
 
-    def stats(self) -> dict[str, Any]:
-        return {}
 
 
 @schema("selector", "astar", AStarStrategies)

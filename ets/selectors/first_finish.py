@@ -48,7 +48,6 @@ runs to its end first (best-of-N's cost).
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from ets.core.tree import Node, Tree
 from ets.protocols import Budget, Expansion
@@ -147,8 +146,6 @@ class FirstFinish:
                  budget: Budget) -> FirstFinishStrategy:
         return FirstFinishStrategy(tree, budget, self.mode)
 
-    def stats(self) -> dict[str, Any]:
-        return {}
 
 
 class SyncFFS(FirstFinish):

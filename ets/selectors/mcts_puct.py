@@ -262,8 +262,6 @@ class MCTSPUCTStrategies:
     def __call__(self, problem: Problem, tree: Tree, rng: random.Random, budget: Budget) -> PUCTStrategy:
         return PUCTStrategy(tree, budget, rng, num_path=self.num_path or budget.width, **self.kw)
 
-    def stats(self) -> dict[str, Any]:
-        return {}
 
 
 @schema("selector", "mcts_puct", MCTSPUCTStrategies)

@@ -322,8 +322,6 @@ class MCTSUCTStrategies:
     def __call__(self, problem: Problem, tree: Tree, rng: random.Random, budget: Budget) -> UCTStrategy:
         return UCTStrategy(tree, budget, rng, n_iters=self.n_iters or budget.width, **self.kw)
 
-    def stats(self) -> dict[str, Any]:
-        return {}
 
 
 @schema("selector", "mcts_uct", MCTSUCTStrategies)

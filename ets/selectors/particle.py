@@ -387,8 +387,6 @@ class ParticleFilter:
                  budget: Budget) -> ParticleStrategy:
         return ParticleStrategy(tree, budget, rng, self.cfg, self.name)
 
-    def stats(self) -> dict[str, Any]:
-        return {}
 
 
 class ParticleGibbs(ParticleFilter):

@@ -34,7 +34,6 @@ Our choices:
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from ets.core.tree import Node, Tree
 from ets.protocols import Budget, Expansion
@@ -132,8 +131,6 @@ class StepBoNStrategies:
         # Deterministic given the scores (argmax, first on ties): the RNG is not needed.
         return StepBoNStrategy(tree, budget, self.candidates_per_step)
 
-    def stats(self) -> dict[str, Any]:
-        return {}
 
 
 @schema("selector", "step_bon", StepBoNStrategies)

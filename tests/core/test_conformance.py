@@ -27,6 +27,7 @@ from ets.datasets.synthetic import SyntheticDataset
 from ets.expanders.step import StepExpander
 from ets.policies.synthetic import SyntheticPolicy
 from ets.prms.synthetic import SyntheticPRM
+from ets.protocols import HasRunStats
 from ets.selectors.astar import AStarStrategies
 from ets.selectors.beam import BeamSelector
 from ets.selectors.best_of_n import BestOfNSelector
@@ -106,7 +107,7 @@ class Recording:
         return strategy
 
     def stats(self):
-        return self.inner.stats()
+        return self.inner.stats() if isinstance(self.inner, HasRunStats) else {}
 
     def prepare(self, candidates):
         if hasattr(self.inner, "prepare"):
