@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -47,14 +48,29 @@ from ets.types import GenRequest, Problem
 
 ROOT = Path(__file__).resolve().parents[1]
 SELECTORS = ("ets", "rebase")
+PROBED: list[dict] = []  # the --embed-probe table, measured once per process
 
 
 def _key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0]
 
 
-def compose_cfg(args: argparse.Namespace, selector: str):
+def safe(entry: str) -> str:
+    """A file name for a row (``ets:selector.x=1`` -> ``ets_selector.x_1``)."""
+    return re.sub(r"[^\w.-]+", "_", entry)
+
+
+def split_variant(entry: str) -> tuple[str, list[str]]:
+    """``ets:selector.embedder.device=cpu,selector.embedder.num_threads=8`` -> the
+    selector and that row's own overrides (applied after ``--override``)."""
+    selector, _, rest = entry.partition(":")
+    return selector, [o for o in rest.split(",") if o]
+
+
+def compose_cfg(args: argparse.Namespace, entry: str):
+    selector, own = split_variant(entry)
     extra = [o for o in args.override if selector == "ets" or not _key(o).startswith("selector.")]
+    extra = [o for o in extra if _key(o) not in {_key(x) for x in own}] + own
     base = ["policy=smollm2_vllm", "prm=logprob", f"selector={selector}", "dataset=gsm8k",
             f"dataset.path={args.data}", f"dataset.limit={args.problems}", f"search.width={args.width}",
             f"search.seed={args.seed}", f"search.max_tokens={args.max_tokens}",
@@ -73,6 +89,65 @@ def warm_up(policy, selector) -> None:
     policy.generate([GenRequest(Problem("warmup", "", ""), prompt.text, prompt.token_ids, 2, 8, ["\n\n"], 0)])
     if getattr(selector, "embedder", None) is not None:
         selector.embedder.embed(["warm up the embedding model"])
+
+
+def probe_texts(call: int, n: int = 64) -> list[str]:
+    """``n`` distinct GSM8K-like step texts (new ones for every call: the cache never hits)."""
+    return [f"Step {k}: {call} apples cost ${k}.{call % 100:02d} each, so {n} of them cost "
+            f"{k} x {call} = {k * call} dollars, and after paying {k + call} the rest is "
+            f"{k * call - k - call}." for k in range(n)]
+
+
+def embed_probe(policy, embedder, prompts: int = 64, calls: int = 15) -> list[dict]:
+    """Latency of one embedding call (64 new step texts, the size of a depth of a few
+    problems) with the engine idle, then while it generates a large batch (``prompts``
+    prompts x 16 children x 192 tokens, in another thread as the search's engine would be
+    busy with other problems): the GPU embedder of the search, and a CPU one with 1 and
+    8 threads. Prints a table; returns its rows."""
+    import threading
+
+    from ets.selectors.cluster import SentenceEmbedder
+
+    prompt = policy.format_prompt(Problem("probe", "Tom has 3 boxes of 12 pens. He gives away 7. How many are left?", "29"))
+    busy = [GenRequest(Problem(f"probe{i}", "", ""), prompt.text, prompt.token_ids, 16, 192, [], 1000 + i)
+            for i in range(prompts)]
+    variants = [(f"search's ({embedder.device})", embedder)]
+    for threads in (1, 8):
+        cpu = SentenceEmbedder(embedder.model_name if embedder.model_name else None, device="cpu",
+                               num_threads=threads, threshold=embedder.threshold)
+        cpu.embed(["warm up"])
+        variants.append((f"cpu, {threads} thread{'s' * (threads > 1)}", cpu))
+    rows, call = [], 0
+
+    def one(emb) -> float:
+        nonlocal call
+        call += 1
+        t0 = time.perf_counter()
+        emb.embed(probe_texts(call))
+        return 1e3 * (time.perf_counter() - t0)
+
+    for name, emb in variants:
+        idle = sorted(one(emb) for _ in range(calls))
+        worker = threading.Thread(target=policy.generate, args=(busy,))
+        t0 = time.perf_counter()
+        worker.start()
+        time.sleep(0.5)  # let the batch reach the engine
+        under = []
+        while worker.is_alive() and len(under) < calls:
+            under.append(one(emb))
+        worker.join()
+        under.sort()
+        rows.append({"embedder": name, "idle_ms_median": statistics.median(idle),
+                     "busy_ms_median": statistics.median(under) if under else float("nan"),
+                     "busy_ms_max": under[-1] if under else float("nan"), "busy_calls": len(under),
+                     "batch_s": time.perf_counter() - t0})
+    print("\n| embedder (64 new texts a call) | idle ms (median) | engine busy ms (median) | busy ms (max) | calls while busy |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['embedder']} | {r['idle_ms_median']:.1f} | {r['busy_ms_median']:.1f} | {r['busy_ms_max']:.1f} "
+              f"| {r['busy_calls']} |")
+    print(flush=True)
+    return rows
 
 
 def timed(obj: object, method: str, totals: dict[str, float], calls: dict[str, list[float]] | None = None) -> None:
@@ -95,7 +170,8 @@ def timed(obj: object, method: str, totals: dict[str, float], calls: dict[str, l
 
 def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None) -> tuple[dict, object, object]:
     search, dataset = build_search(compose_cfg(args, selector))
-    if embedder is not None and getattr(search.selector, "embedder", None) is not None:
+    own_embedder = any(o.startswith("selector.embedder.") for o in split_variant(selector)[1])
+    if embedder is not None and getattr(search.selector, "embedder", None) is not None and not own_embedder:
         search.selector.embedder = embedder
     if policy is not None:  # one engine for every method (AsyncLLM engines are not shared)
         search.policy = policy
@@ -103,6 +179,8 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
     if engine_start > 1:
         print(f"engine start: {engine_start:.1f}s (not in any wall time below)", flush=True)
     warm_up(search.policy, search.selector)
+    if args.embed_probe and getattr(search.selector, "embedder", None) is not None and not PROBED:
+        PROBED.extend(embed_probe(search.policy, search.selector.embedder, args.embed_probe))
     search.policy.reset_engine_state()  # cold prefix cache, counters from here
     records: list[dict] = []
     depths: list[dict] = []
@@ -118,7 +196,7 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
 
         prof = cProfile.Profile()
         prof.runcall(search.run, dataset.load(), records.append, depths.append)
-        out = f"{args.profile}.{selector}.pstats"
+        out = f"{args.profile}.{safe(selector)}.pstats"
         prof.dump_stats(out)
         pstats.Stats(prof).sort_stats("tottime").print_stats(int(args.profile_top))
         pstats.Stats(prof).sort_stats("cumulative").print_stats("ets/", int(args.profile_top))
@@ -154,7 +232,7 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
         "selector": (parts["prepare"] + parts["select"]) / wall, "prm": parts["score"] / wall,
         "embed": parts["prepare"] / wall,
         "calls": search.counters.policy_calls,
-    }, getattr(search.selector, "embedder", None) or embedder, search.policy
+    }, (embedder if own_embedder else getattr(search.selector, "embedder", None) or embedder), search.policy
 
 
 def engine_bound(args: argparse.Namespace, policy, records: list[dict], selector: str) -> dict:
@@ -163,7 +241,7 @@ def engine_bound(args: argparse.Namespace, policy, records: list[dict], selector
 
     from ets.rundir.replay import Replayer, load_trees, schedule
 
-    out = Path(args.out) / selector if args.out else Path(tempfile.mkdtemp(prefix="ets-bench-"))
+    out = Path(args.out) / safe(selector) if args.out else Path(tempfile.mkdtemp(prefix="ets-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     trees = load_trees(out)
@@ -194,7 +272,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=384)
     parser.add_argument("--max-step-tokens", type=int, default=128)
-    parser.add_argument("--selectors", nargs="+", default=list(SELECTORS))
+    parser.add_argument("--selectors", nargs="+", default=list(SELECTORS),
+                        help="rows, each a selector with optional own overrides after a colon, "
+                             "comma-separated: ets rebase ets:selector.embedder.device=cpu (repeat a "
+                             "name to repeat its search)")
     parser.add_argument("--override", nargs="*", default=[],
                         help="extra Hydra overrides (selector.* ones apply to ETS only), "
                              "e.g. selector.embedder.num_threads=2")
@@ -208,6 +289,10 @@ def main() -> None:
     parser.add_argument("--profile-top", type=int, default=40, help="functions printed per profile")
     parser.add_argument("--no-bound", dest="bound", action="store_false",
                         help="skip the raw engine bound (the batch replay)")
+    parser.add_argument("--embed-probe", type=int, nargs="?", const=64, default=0, metavar="PROMPTS",
+
+                        help="before the first ETS search, time embedding calls with the engine "
+                             "idle and while it generates PROMPTS (64) x 16 x 192 tokens (GPU vs CPU embedder)")
     parser.add_argument("--out", help="folder for engine.json and each method's problems.jsonl")
     args = parser.parse_args()
     register_configs()
@@ -224,7 +309,8 @@ def main() -> None:
     print(table(rows))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "engine.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+        (Path(args.out) / "engine.json").write_text(json.dumps({"args": vars(args), "rows": rows,
+                                                                  "embed_probe": PROBED}, indent=2))
 
 
 if __name__ == "__main__":  # vLLM starts its engine processes with spawn

@@ -12,9 +12,11 @@
 #                                         # KV budget (GLOB: which runs, default synthetic_*)
 #   bash bench/gpu_study.sh replay34b h200 [GLOB]  # ... with the H200's own KV budget
 #   bash bench/gpu_study.sh live BLOCKS W   # real SmolLM2, ETS vs REBASE side by side at a fixed KV
-#                                         # budget (blocks of 16), GSM8K, 16 in flight, 192 tokens
+#                                         # budget (blocks of 16; none: unconstrained, MEM=0.4 to see
+#                                         # the peak), GSM8K, 16 in flight, 192 tokens
 #
-# Knobs (environment): PROBLEMS (engine: 64), REPLAY_PROBLEMS (16), RUNS (.gpudata/runs).
+# Knobs (environment): PROBLEMS (engine: 64), REPLAY_PROBLEMS (16), RUNS (.gpudata/runs),
+# LIMIT (replay34b: the first N problems of each run; default all).
 set -euo pipefail
 : "${OUT:?set OUT to the folder the results go to}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false VLLM_USE_FLASHINFER_SAMPLER=0
@@ -61,13 +63,17 @@ EOF
 engine)
   # The settings of the first H200 run (ENVIRONMENT.md: config defaults, W = 16, 16 in flight).
   # CONC: problems in flight; SCHEDULERS: lockstep (offline engine, with the raw bound) and/or
-  # async (AsyncLLM), one engine start each; EXTRA: more overrides; T: seconds per scheduler.
+  # async (AsyncLLM), one engine start each; EXTRA: more overrides; T: seconds per scheduler;
+  # ROWS: the searches, side by side on one engine (default "ets rebase"; a row may carry its
+  # own overrides: ets:selector.embedder.device=cpu,selector.embedder.num_threads=8);
+  # PROBE=1: first time embedding calls with the engine idle and busy (bench/engine.py --embed-probe).
   c=${CONC:-16}
   for sch in ${SCHEDULERS:-lockstep}; do
     # shellcheck disable=SC2086
     # spawn: as measured (bench/engine.py is a file with a main guard, unlike the heredocs)
     VLLM_WORKER_MULTIPROC_METHOD=spawn timeout "${T:-100000}" $PY bench/engine.py --problems "${PROBLEMS:-64}" --width 16 --concurrency "$c" \
       --max-tokens 192 --max-step-tokens 48 --data "$DATA" --scheduler "$sch" --out "$OUT/engine_${sch}_c$c" \
+      --selectors ${ROWS:-ets rebase} ${PROBE:+--embed-probe} \
       --override "${GPU[@]}" ${EXTRA:-} 2>&1 | tee "$OUT/engine_${sch}_c$c.md"
   done
   ;;
@@ -132,7 +138,8 @@ try:
         if not (run / "problems.jsonl").exists():
             continue
         policy.engine.llm.reset_prefix_cache()
-        summary, _ = replay(run, policy, concurrency=8)
+        limit = int(os.environ["LIMIT"]) if os.environ.get("LIMIT") else None  # first N problems only
+        summary, _ = replay(run, policy, concurrency=8, limit=limit)
         summary["run"] = run.name
         rows.append(summary)
         print(f"## {run.name}\n{format_result(summary)}\n", flush=True)
@@ -156,8 +163,10 @@ json.dump(rows, open(os.path.join(os.environ["OUT"], f"replay34b_{budget}.json")
 EOF
   ;;
 live)
-  blocks=${1:?KV blocks (of 16 tokens), e.g. 1.5 x the REBASE peak engine KV / 16}
+  blocks=${1:?KV blocks (of 16 tokens), e.g. 1.5 x the REBASE peak engine KV / 16; none: no cap, MEM sets the engine memory}
   w=${2:-16}
+  budget=(+policy.engine_kwargs.num_gpu_blocks_override="$blocks")
+  [ "$blocks" = none ] && budget=()  # unconstrained: measure the peak a budget is derived from
   # ETS and REBASE run side by side (one engine each, the same block budget), so whatever
   # else the GPU does in the meantime weighs on both alike.
   for sel in ets rebase; do
@@ -166,14 +175,21 @@ live)
     VLLM_WORKER_MULTIPROC_METHOD=spawn $PY -m ets policy=smollm2_vllm "${GPU[@]}" policy.gpu_memory_utilization=${MEM:-0.1} prm=logprob \
       dataset=gsm8k dataset.path="$DATA" dataset.limit="${PROBLEMS:-64}" selector=$sel search.width="$w" \
       search.concurrency=16 search.max_tokens=192 search.max_step_tokens=48 \
-      +policy.engine_kwargs.num_gpu_blocks_override="$blocks" hydra.run.dir="$RUNS/$name" > "$RUNS/$name.log" 2>&1 &
+      "${budget[@]}" hydra.run.dir="$RUNS/$name" > "$RUNS/$name.log" 2>&1 &
     sleep ${STAGGER:-20}  # engines profile memory at start-up: concurrent starts misread it
   done
   wait
   for sel in ets rebase; do
     name=live_${sel}_w${w}_b${blocks}
-    tail -6 "$RUNS/$name.log" | tee -a "$OUT/live.md"
-    cp "$RUNS/$name/summary.json" "$OUT/$name.json" || true
+    cp "$RUNS/$name/summary.json" "$OUT/$name.json" || { tail -30 "$RUNS/$name.log"; continue; }
+    $PY - "$OUT/$name.json" <<'EOF' 2>&1 | tee -a "$OUT/live.md"
+import json, sys
+s = json.load(open(sys.argv[1])); e = s["kv"]["engine"]
+print(f"{sys.argv[1]}: acc {s['accuracy']['weighted_majority']:.3f} coverage {s['accuracy']['coverage']:.3f} "
+      f"tokens {s['tokens_generated']} wall {s['wall_time_s']:.1f}s {s['tokens_generated'] / s['wall_time_s']:.0f} tok/s "
+      f"engine start {s.get('engine_start_s', 0):.0f}s engine KV mean {e['mean']:.0f} peak {e['peak']:.0f} "
+      f"preemptions {e.get('preemptions', 'n/a')} paper KV total {s['kv']['paper']['total']:.0f}")
+EOF
   done
   ;;
 *)

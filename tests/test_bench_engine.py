@@ -1,0 +1,38 @@
+"""bench/engine.py's row syntax: a selector with its own overrides (composition only)."""
+
+import argparse
+
+from bench.engine import compose_cfg, probe_texts, safe, split_variant
+from ets.config import register_configs
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = dict(data="x.jsonl", problems=4, width=8, seed=0, max_tokens=64, max_step_tokens=16,
+                concurrency=None, scheduler="lockstep", override=[])
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_split_variant_and_file_name():
+    assert split_variant("ets") == ("ets", [])
+    assert split_variant("ets:selector.embedder.device=cpu,selector.lambda=2") == (
+        "ets", ["selector.embedder.device=cpu", "selector.lambda=2"])
+    assert safe("ets:selector.embedder.device=cpu") == "ets_selector.embedder.device_cpu"
+
+
+def test_row_overrides_replace_the_common_ones_and_selector_keys_stay_with_ets():
+    register_configs()
+    args = _args(override=["selector.embedder.num_threads=2", "search.seed=3"])
+    cfg = compose_cfg(args, "ets:selector.embedder.num_threads=8,selector.embedder.device=cpu")
+    assert cfg.selector._target_ == "ets.selectors.ets.ETSSelector"
+    assert cfg.selector.embedder.num_threads == 8 and cfg.selector.embedder.device == "cpu"
+    assert cfg.search.seed == 3 and cfg.search.width == 8
+    plain = compose_cfg(args, "ets")
+    assert plain.selector.embedder.num_threads == 2 and plain.selector.embedder.device == "auto"
+    rebase = compose_cfg(args, "rebase")  # selector.* overrides are ETS's only
+    assert "embedder" not in rebase.selector and rebase.search.seed == 3
+
+
+def test_probe_texts_are_new_every_call():
+    a, b = probe_texts(1), probe_texts(2)
+    assert len(a) == len(set(a)) == 64 and not set(a) & set(b)
