@@ -172,6 +172,9 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
     search, dataset = build_search(compose_cfg(args, selector))
     own_embedder = any(o.startswith("selector.embedder.") for o in split_variant(selector)[1])
     if embedder is not None and getattr(search.selector, "embedder", None) is not None and not own_embedder:
+        # The loaded model is reused, not its cache: a repeated search would find every
+        # step text embedded already (same seed, same texts) and measure no embedding.
+        embedder.clear_cache()
         search.selector.embedder = embedder
     if policy is not None:  # one engine for every method (AsyncLLM engines are not shared)
         search.policy = policy

@@ -17,6 +17,18 @@ def test_embeddings_are_unit_norm_and_cached(embedder):
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     assert np.array_equal(vecs[0], vecs[1])
     assert len(embedder._cache) == 2
+    calls = []
+    model = embedder._model
+    real = model.encode
+    model.encode = lambda texts, **kw: calls.append(list(texts)) or real(texts, **kw)
+    try:
+        embedder.embed(["Factor the quadratic."])  # cached: the model is not called
+        assert calls == []
+        embedder.clear_cache()
+        again = embedder.embed(["Factor the quadratic."])  # embedded anew, same vector
+        assert calls == [["Factor the quadratic."]] and np.allclose(again[0], vecs[0], atol=1e-6)
+    finally:
+        del model.encode
 
 
 def test_paraphrases_cluster_together_moves_apart(embedder):

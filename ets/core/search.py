@@ -227,9 +227,15 @@ class Search:
                 state = tickets.pop(ticket)
                 ready[id(state)] = (state, gens)
             done = [ready[id(s)] for s in live if id(s) in ready]
-            self._round(done, on_depth)
+
+            def go_on(state: _Live) -> None:
+                # Each problem's next expansions leave as soon as it has observed, while
+                # the search thread selects for the other problems of this wait.
+                if not state.strategy.done():
+                    submit([state])
+
+            self._round(done, on_depth, after=go_on)
             self._finish(live, on_result)
-            submit([s for s, _ in done if s in live])
             submit(self._fill(live, queue, on_result))
 
     # -- one round of a set of problems -----------------------------------------------------
@@ -267,8 +273,10 @@ class Search:
             self.engine_series.append(self.policy.engine_metrics())
 
     def _round(self, done: list[tuple[_Live, list[list[Generation]]]],
-               on_depth: Callable[[dict[str, float]], None] | None) -> None:
-        """Attach, classify, score and observe the generations of ``done`` (problem order kept)."""
+               on_depth: Callable[[dict[str, float]], None] | None,
+               after: Callable[[_Live], None] | None = None) -> None:
+        """Attach, classify, score and observe the generations of ``done`` (problem order
+        kept); ``after(state)`` runs once that problem has observed and been measured."""
         results = [(state, self._attach(state, gens)) for state, gens in done]
         children = [(s.problem, c) for s, res in results for _, kids in res for c in kids]
         if children:
@@ -286,6 +294,8 @@ class Search:
             state.strategy.observe(res)
             if self._measure_kv(state):
                 measured.append(state)
+            if after is not None:
+                after(state)
         if on_depth is not None:
             on_depth(self._depth_metrics([s for s, _ in done], measured))
 

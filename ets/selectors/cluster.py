@@ -123,6 +123,10 @@ class SentenceEmbedder:
                 "selector.embedder.model=null for the shipped all-MiniLM-L6-v2."
             ) from exc
 
+    def clear_cache(self) -> None:
+        """Forget every embedded text (the model stays loaded): the next calls embed anew."""
+        self._cache.clear()
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-norm embeddings, one row per text."""
         import numpy as np

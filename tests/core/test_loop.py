@@ -298,3 +298,45 @@ def test_bad_scheduler_is_refused_naming_the_key():
         validate(golden.compose("+experiment=synthetic", "search.scheduler=asyn"))
     with pytest.raises(ValueError, match="search.scheduler='x' is invalid; allowed: lockstep, async"):
         make_search(ScriptedPolicy(counting()), BestOfNSelector(), scheduler="x")
+
+
+def test_async_sends_each_problems_next_group_before_selecting_for_the_next_problem():
+    """Issue 9 §2: a problem's next expansions go to the engine as soon as its own children
+    are scored and selected, not after every problem that finished in the same wait."""
+    from ets.rundir.run import build_search
+
+    overrides = [*golden.WORLDS["synthetic"], *golden.METHODS["rebase"], "search.concurrency=4",
+                 "search.scheduler=async"]
+    search, dataset = build_search(golden.compose(*overrides))
+    events: list[tuple[str, str]] = []
+
+    class AllAtOnce(ShuffledStream):  # every wait returns every group: several per round
+        def submit(self, requests):
+            events.append(("submit", requests[0].problem.id))
+            return super().submit(requests)
+
+        def wait(self):
+            events.append(("wait", ""))
+            tickets = sorted(self.pending)
+            return [(t, self.policy.generate(self.pending.pop(t))) for t in tickets]
+
+    real_measure = search._measure_kv
+
+    def measure(state):
+        events.append(("selected", state.problem.id))
+        return real_measure(state)
+
+    search._measure_kv = measure
+    search.policy = AllAtOnce(search.policy, 0, lambda: 0)
+    rows = golden.run_search(search, dataset, [])
+    assert len(rows) == len(dataset.load())
+    checked = 0
+    for i, (kind, pid) in enumerate(events):
+        if kind != "selected":
+            continue
+        later = [e for e in events[i + 1:] if e[0] != "wait"]
+        resubmitted = ("submit", pid) in later
+        if resubmitted:  # the problem goes on: its group is the very next event
+            assert events[i + 1] == ("submit", pid), events[i - 2:i + 4]
+            checked += 1
+    assert checked > 10
