@@ -25,6 +25,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,58 @@ from ets.policies.vllm import VLLMPolicy, context_finish, supported_options
 from ets.types import Generation, GenRequest
 
 log = logging.getLogger("ets.policies.vllm_async")
+
+
+class AsyncBatchEngine:
+    """What the replay (:mod:`ets.rundir.replay`) reads of an engine, on an
+    :class:`AsyncVLLMPolicy`'s ``AsyncLLM``, so that a search's raw engine bound (the same
+    requests as one plain batch) runs on the engine the search used: ``generate`` sends
+    every request at once and gathers the final outputs in order (``LLM.generate``'s
+    contract); ``llm.reset_prefix_cache()``; ``llm.llm_engine.model_config``. The
+    ``AsyncLLM`` runs without stat loggers, so there are no KV samples and no preemption
+    or prefix-cache counters (the replay reports 0 for them)."""
+
+    block_size = 16
+    blocks = 1
+    kv_capacity = 0.0
+    samples: tuple[float, ...] = ()
+
+    def __init__(self, policy: AsyncVLLMPolicy) -> None:
+        self._policy = policy
+
+    @property
+    def llm(self) -> AsyncBatchEngine:
+        return self
+
+    @property
+    def llm_engine(self) -> Any:
+        self._policy._start()
+        return self._policy._async
+
+    def reset_prefix_cache(self) -> None:
+        self._policy._call(self.llm_engine.reset_prefix_cache())
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+    def generate(self, prompts: Sequence[Any], sampling: Sequence[Any]) -> list[Any]:
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm_engine
+        base = uuid.uuid4().hex  # request ids unique across calls and engines of this policy
+
+        async def one(prompt: Any, params: Any, rid: str) -> Any:
+            params.output_kind = RequestOutputKind.FINAL_ONLY
+            final = None
+            async for out in engine.generate(prompt, params, rid):
+                final = out
+            return final
+
+        async def every() -> list[Any]:
+            return list(await asyncio.gather(*(one(p, sp, f"replay-{base}-{i}")
+                                               for i, (p, sp) in enumerate(zip(prompts, sampling)))))
+
+        return self._policy._call(every())
 
 
 class AsyncVLLMPolicy(VLLMPolicy):
@@ -98,6 +151,18 @@ class AsyncVLLMPolicy(VLLMPolicy):
         self._limit = self.max_model_len or getattr(getattr(self._async, "model_config", None),
                                                     "max_model_len", None)
         log.info("vLLM AsyncLLM for %s started in %.1fs", model, self.stats["engine_start_s"])
+
+    def _call(self, coro: Any) -> Any:
+        """Run a coroutine on the engine's loop and wait for its result."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    @property
+    def engine(self) -> AsyncBatchEngine:  # type: ignore[override]
+        """The ``AsyncLLM`` as a batch engine for the replay (not the offline engine: this
+        policy starts no second engine)."""
+        self._start()
+        return AsyncBatchEngine(self)
 
     def start_engine(self) -> float:
         """Start the ``AsyncLLM`` now; returns the seconds that took (0 when it was running)."""
@@ -218,4 +283,4 @@ class AsyncVLLMPolicy(VLLMPolicy):
         self.stats = dict.fromkeys(self.stats, 0)
         self.stats["generate_s"] = self.stats["engine_busy_s"] = 0.0
         if self._async is not None and self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._async.reset_prefix_cache(), self._loop).result()
+            self._call(self._async.reset_prefix_cache())

@@ -117,3 +117,33 @@ def test_engine_busy_time_counts_only_time_with_work_in_flight(policy):
     assert {t1, t2} <= set(done)
     assert 0 < busy <= wall - 0.5
     assert policy._async.log_stats is False  # no stat loggers: nothing reads them
+
+
+def test_the_raw_engine_bound_replays_on_the_asyncllm(policy, tmp_path):
+    """The replay on the async policy runs on its own AsyncLLM (no second engine): every
+    child of a recorded search gets exactly its recorded token count, in the search's
+    calls and as one plain batch (bench/engine.py's raw bound)."""
+    import json
+
+    from ets.rundir.replay import Replayer, load_trees, schedule
+    from ets.rundir.run import build_search
+
+    search, dataset = build_search(golden.compose(*SEARCH, "search.scheduler=async"))
+    search.policy = policy
+    records = golden.run_search(search, dataset)
+    (tmp_path / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    trees = load_trees(tmp_path)
+    calls = schedule(trees, 3)
+    recorded = {(t.id, n): k for t in trees for n, k in t.tokens.items() if t.parent[n] is not None}
+    policy.engine.llm.reset_prefix_cache()
+    res = Replayer(policy, 0).run(trees, calls)
+    assert res.calls == len(calls) and {key: len(ids) for key, ids in res.generated.items()} == recorded
+    assert res.mismatched == 0 and res.tokens_generated == sum(recorded.values()) > 0
+    for t in trees:  # each later request is built from the replay's own tokens for that path
+        for node, parent in t.parent.items():
+            if parent is not None and t.parent[parent] is not None:
+                assert res.contexts[(t.id, node)] == res.contexts[(t.id, parent)] + res.generated[(t.id, parent)]
+    batch = Replayer(policy, 0).run(trees, calls, batch=True)
+    assert batch.calls == 1 and batch.call_sizes == [sum(k > 0 for k in recorded.values())]
+    assert batch.mismatched == 0 and batch.tokens_generated == res.tokens_generated
+    assert policy._engine is None  # the offline engine was never started
