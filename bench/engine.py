@@ -112,6 +112,11 @@ def embed_probe(policy, embedder, prompts: int = 64, calls: int = 15) -> list[di
     busy = [GenRequest(Problem(f"probe{i}", "", ""), prompt.text, prompt.token_ids, 16, 192, [], 1000 + i)
             for i in range(prompts)]
     variants = [(f"search's ({embedder.device})", embedder)]
+    if embedder.device.startswith("cuda"):  # the same model in half precision (not what ETS runs)
+        half = SentenceEmbedder(embedder.model_name, device=embedder.device, threshold=embedder.threshold)
+        half.embed(["warm up"])
+        half._model.half()
+        variants.append((f"fp16 copy ({embedder.device})", half))
     for threads in (1, 8):
         cpu = SentenceEmbedder(embedder.model_name if embedder.model_name else None, device="cpu",
                                num_threads=threads, threshold=embedder.threshold)
@@ -141,13 +146,48 @@ def embed_probe(policy, embedder, prompts: int = 64, calls: int = 15) -> list[di
                      "busy_ms_median": statistics.median(under) if under else float("nan"),
                      "busy_ms_max": under[-1] if under else float("nan"), "busy_calls": len(under),
                      "batch_s": time.perf_counter() - t0})
+    parts = call_parts(embedder, probe_texts(10**6))
+    if parts:
+        rows.append({"embedder": "search's, one call in parts", **parts})
+        print("\none call of the search's embedder with the engine idle, in parts (ms): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
     print("\n| embedder (64 new texts a call) | idle ms (median) | engine busy ms (median) | busy ms (max) | calls while busy |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
+        if "idle_ms_median" not in r:
+            continue
         print(f"| {r['embedder']} | {r['idle_ms_median']:.1f} | {r['busy_ms_median']:.1f} | {r['busy_ms_max']:.1f} "
               f"| {r['busy_calls']} |")
     print(flush=True)
     return rows
+
+
+def call_parts(embedder, texts: list[str], repeats: int = 9) -> dict[str, float]:
+    """Median ms of one embedding call's parts: sentence-transformers' preprocessing
+    (tokenizing), the forward pass on the device (synchronized), the copy back; {} if
+    this sentence-transformers version has no ``preprocess``/``tokenize``."""
+    import torch
+
+    model = embedder._model
+    prep = getattr(model, "preprocess", None) or getattr(model, "tokenize", None)
+    if model is None or prep is None:
+        return {}
+    sync = torch.cuda.synchronize if str(model.device).startswith("cuda") else (lambda: None)
+    spent: dict[str, list[float]] = {"preprocess": [], "forward": [], "copy back": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        feats = prep(texts)
+        t1 = time.perf_counter()
+        feats = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in feats.items()}
+        with torch.inference_mode():
+            out = model(feats)["sentence_embedding"]
+        sync()
+        t2 = time.perf_counter()
+        out.cpu()
+        t3 = time.perf_counter()
+        for k, a, b in (("preprocess", t0, t1), ("forward", t1, t2), ("copy back", t2, t3)):
+            spent[k].append(1e3 * (b - a))
+    return {f"{k}_ms": statistics.median(v) for k, v in spent.items()}
 
 
 def timed(obj: object, method: str, totals: dict[str, float], calls: dict[str, list[float]] | None = None) -> None:
