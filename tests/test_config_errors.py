@@ -25,6 +25,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
      r"policy\.gpu_memory_utilization=1\.2.* must be <= 1"),
     (["+experiment=synthetic", "dataset.shard=4/4"], r"dataset\.shard=4/4: need 0 <= i < n"),
     (["+experiment=synthetic", "dataset.shard=half"], r"dataset\.shard=half: expected 'i/n'"),
+    (["selector=ets", "selector.embedder.dtype=float64"], r"selector\.embedder\.dtype.*float64.*float16"),
 ])
 def test_out_of_range_values_fail_at_validation(compose_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message):
