@@ -17,6 +17,10 @@ def test_embeddings_are_unit_norm_and_cached(embedder):
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     assert np.array_equal(vecs[0], vecs[1])
     assert len(embedder._cache) == 2
+    # bit for bit what sentence-transformers' own numpy path gives (one copy back per call)
+    direct = embedder._model.encode(["Factor the quadratic.", "Add 3 to both sides."], normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+    assert np.array_equal(vecs[[0, 2]], direct)
     calls = []
     model = embedder._model
     real = model.encode
