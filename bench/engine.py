@@ -70,7 +70,8 @@ def split_variant(entry: str) -> tuple[str, list[str]]:
 def compose_cfg(args: argparse.Namespace, entry: str):
     selector, own = split_variant(entry)
     extra = [o for o in args.override if selector == "ets" or not _key(o).startswith("selector.")]
-    extra = [o for o in extra if _key(o) not in {_key(x) for x in own}] + own
+    replaced = {_key(o) for o in own}
+    extra = [o for o in extra if _key(o) not in replaced] + own
     base = ["policy=smollm2_vllm", "prm=logprob", f"selector={selector}", "dataset=gsm8k",
             f"dataset.path={args.data}", f"dataset.limit={args.problems}", f"search.width={args.width}",
             f"search.seed={args.seed}", f"search.max_tokens={args.max_tokens}",
@@ -113,12 +114,12 @@ def embed_probe(policy, embedder, prompts: int = 64, calls: int = 15) -> list[di
             for i in range(prompts)]
     variants = [(f"search's ({embedder.device})", embedder)]
     if embedder.device.startswith("cuda"):  # the same model in half precision (not what ETS runs)
-        half = SentenceEmbedder(embedder.model_name, device=embedder.device, threshold=embedder.threshold)
+        half = SentenceEmbedder(embedder.model_name, device=embedder.device, threshold=embedder.threshold,
+                                dtype="float16")
         half.embed(["warm up"])
-        half._model.half()
         variants.append((f"fp16 copy ({embedder.device})", half))
     for threads in (1, 8):
-        cpu = SentenceEmbedder(embedder.model_name if embedder.model_name else None, device="cpu",
+        cpu = SentenceEmbedder(embedder.model_name, device="cpu",
                                num_threads=threads, threshold=embedder.threshold)
         cpu.embed(["warm up"])
         variants.append((f"cpu, {threads} thread{'s' * (threads > 1)}", cpu))
@@ -332,7 +333,6 @@ def main() -> None:
     parser.add_argument("--no-bound", dest="bound", action="store_false",
                         help="skip the raw engine bound (the batch replay)")
     parser.add_argument("--embed-probe", type=int, nargs="?", const=64, default=0, metavar="PROMPTS",
-
                         help="before the first ETS search, time embedding calls with the engine "
                              "idle and while it generates PROMPTS (64) x 16 x 192 tokens (GPU vs CPU embedder)")
     parser.add_argument("--out", help="folder for engine.json and each method's problems.jsonl")

@@ -128,6 +128,7 @@ policy = build_policy(Path(runs), ["policy=vllm", f"policy.model={model}", f"pol
                       "policy.dtype=bfloat16", "policy.block_size=16", "policy.max_model_len=4096",
                       "+policy.engine_kwargs.load_format=dummy"], kv_blocks=blocks)
 rows = []
+limit = int(os.environ["LIMIT"]) if os.environ.get("LIMIT") else None  # the first N problems only
 # Start the engine first: the loop's prefix-cache reset would start it, and every replay
 # summary would then say 0 s.
 print(f"engine start: {policy.start_engine():.1f}s (not in any wall time below)", flush=True)
@@ -138,7 +139,6 @@ try:
         if not (run / "problems.jsonl").exists():
             continue
         policy.engine.llm.reset_prefix_cache()
-        limit = int(os.environ["LIMIT"]) if os.environ.get("LIMIT") else None  # first N problems only
         summary, _ = replay(run, policy, concurrency=8, limit=limit)
         summary["run"] = run.name
         rows.append(summary)

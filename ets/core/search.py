@@ -217,6 +217,12 @@ class Search:
                 state.pending = self._propose(state)
                 tickets[engine.submit(self._requests(state, state.pending))] = state
 
+        def go_on(state: _Live) -> None:
+            # Each problem's next expansions leave as soon as it has observed, while the
+            # search thread selects for the other problems of the same wait.
+            if not state.strategy.done():
+                submit([state])
+
         submit(self._fill(live, queue, on_result))
         while live:
             finished = engine.wait()
@@ -227,13 +233,6 @@ class Search:
                 state = tickets.pop(ticket)
                 ready[id(state)] = (state, gens)
             done = [ready[id(s)] for s in live if id(s) in ready]
-
-            def go_on(state: _Live) -> None:
-                # Each problem's next expansions leave as soon as it has observed, while
-                # the search thread selects for the other problems of this wait.
-                if not state.strategy.done():
-                    submit([state])
-
             self._round(done, on_depth, after=go_on)
             self._finish(live, on_result)
             submit(self._fill(live, queue, on_result))

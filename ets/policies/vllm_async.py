@@ -35,6 +35,14 @@ from ets.types import Generation, GenRequest
 log = logging.getLogger("ets.policies.vllm_async")
 
 
+async def final_output(engine: Any, prompt: Any, params: Any, request_id: str) -> Any:
+    """The last (final-only: the one) output ``AsyncLLM.generate`` yields for a request."""
+    final = None
+    async for out in engine.generate(prompt, params, request_id):
+        final = out
+    return final
+
+
 class AsyncBatchEngine:
     """What the replay (:mod:`ets.rundir.replay`) reads of an engine, on an
     :class:`AsyncVLLMPolicy`'s ``AsyncLLM``, so that a search's raw engine bound (the same
@@ -73,15 +81,11 @@ class AsyncBatchEngine:
         engine = self.llm_engine
         base = uuid.uuid4().hex  # request ids unique across calls and engines of this policy
 
-        async def one(prompt: Any, params: Any, rid: str) -> Any:
+        for params in sampling:
             params.output_kind = RequestOutputKind.FINAL_ONLY
-            final = None
-            async for out in engine.generate(prompt, params, rid):
-                final = out
-            return final
 
         async def every() -> list[Any]:
-            return list(await asyncio.gather(*(one(p, sp, f"replay-{base}-{i}")
+            return list(await asyncio.gather(*(final_output(engine, p, sp, f"replay-{base}-{i}")
                                                for i, (p, sp) in enumerate(zip(prompts, sampling)))))
 
         return self._policy._call(every())
@@ -97,7 +101,7 @@ class AsyncVLLMPolicy(VLLMPolicy):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._done: queue.Queue[tuple[int, list[Any] | BaseException]] = queue.Queue()
-        self._groups: dict[int, list[GenRequest]] = {}
+        self._groups: dict[int, tuple[list[GenRequest], list[int]]] = {}  # ticket: (requests, rooms)
         self._ticket = 0
         self._limit: int | None = None  # max_model_len, known once the engine has started
         self.stats.update({"submitted_groups": 0, "engine_start_s": 0.0, "engine_busy_s": 0.0})
@@ -197,10 +201,10 @@ class AsyncVLLMPolicy(VLLMPolicy):
         self._start()
         self._ticket += 1
         ticket = self._ticket
-        self._groups[ticket] = list(requests)
+        rooms = [self._room(req, self._limit) for req in requests]
+        self._groups[ticket] = (list(requests), rooms)  # wait() reads the rooms back
         jobs = []
-        for i, req in enumerate(requests):
-            room = self._room(req, self._limit)
+        for i, (req, room) in enumerate(zip(requests, rooms)):
             if room <= 0:
                 jobs.append(None)
                 continue
@@ -220,12 +224,7 @@ class AsyncVLLMPolicy(VLLMPolicy):
 
     async def _run_group(self, ticket: int, jobs: list[Any]) -> None:
         async def one(job: Any) -> Any:
-            if job is None:
-                return None
-            final = None
-            async for out in self._async.generate(*job):
-                final = out
-            return final
+            return None if job is None else await final_output(self._async, *job)
 
         try:
             result: list[Any] | BaseException = list(await asyncio.gather(*(one(j) for j in jobs)))
@@ -252,17 +251,16 @@ class AsyncVLLMPolicy(VLLMPolicy):
         self.stats["generate_calls"] += 1
         out = []
         for ticket, results in done:
-            requests = self._groups.pop(ticket)
+            requests, rooms = self._groups.pop(ticket)
             if isinstance(results, BaseException):
                 raise RuntimeError(f"vLLM AsyncLLM failed on a request group: {results}") from results
             gens = []
-            for req, result in zip(requests, results):
+            for req, room, result in zip(requests, rooms, results):
                 if result is None:  # the context already fills the model
                     gens.append([Generation("", (), 0.0, "context") for _ in range(req.n)])
                     continue
                 self.stats["request_cached_tokens"] += result.num_cached_tokens or 0
                 self.stats["request_prompt_tokens"] += len(req.context_ids)
-                room = self._room(req, self._limit)
                 gens.append([context_finish(g, room, req.max_tokens) for g in self._generations(req, result.outputs)])
             out.append((ticket, gens))
         return out

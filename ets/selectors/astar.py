@@ -276,7 +276,6 @@ class AStarStrategies:
         return AStarStrategy(tree, budget, self)
 
 
-
 @schema("selector", "astar", AStarStrategies)
 class AStarConf(Component):
     """``selector=astar``; defaults from ``AStarStrategies.__init__`` (our choices: module docstring)."""

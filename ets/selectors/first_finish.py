@@ -147,7 +147,6 @@ class FirstFinish:
         return FirstFinishStrategy(tree, budget, self.mode)
 
 
-
 class SyncFFS(FirstFinish):
     """``selector=ffs_sync``: all samples stop at the first finisher's round."""
 

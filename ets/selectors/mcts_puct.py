@@ -263,7 +263,6 @@ class MCTSPUCTStrategies:
         return PUCTStrategy(tree, budget, rng, num_path=self.num_path or budget.width, **self.kw)
 
 
-
 @schema("selector", "mcts_puct", MCTSPUCTStrategies)
 class MCTSPUCTConf(Component):
     """``selector=mcts_puct`` (OpenR ``vanila_mcts``); defaults from ``MCTSPUCTStrategies``."""

@@ -323,7 +323,6 @@ class MCTSUCTStrategies:
         return UCTStrategy(tree, budget, rng, n_iters=self.n_iters or budget.width, **self.kw)
 
 
-
 @schema("selector", "mcts_uct", MCTSUCTStrategies)
 class MCTSUCTConf(Component):
     """``selector=mcts_uct`` (llm-reasoners ``MCTS``); defaults from ``MCTSUCTStrategies``."""

@@ -388,7 +388,6 @@ class ParticleFilter:
         return ParticleStrategy(tree, budget, rng, self.cfg, self.name)
 
 
-
 class ParticleGibbs(ParticleFilter):
     """Factory for particle Gibbs (``selector=pgibbs``): ``num_iterations`` sweeps of
     ``search.width / num_iterations`` particles with ``num_ref_particles`` references."""

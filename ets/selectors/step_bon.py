@@ -132,7 +132,6 @@ class StepBoNStrategies:
         return StepBoNStrategy(tree, budget, self.candidates_per_step)
 
 
-
 @schema("selector", "step_bon", StepBoNStrategies)
 class StepBoNConf(Component):
     """``selector=step_bon`` (ThinkBooster online best-of-N); default 8 from its config."""
