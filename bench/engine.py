@@ -103,8 +103,8 @@ def embed_probe(policy, embedder, prompts: int = 64, calls: int = 15) -> list[di
     """Latency of one embedding call (64 new step texts, the size of a depth of a few
     problems) with the engine idle, then while it generates a large batch (``prompts``
     prompts x 16 children x 192 tokens, in another thread as the search's engine would be
-    busy with other problems): the GPU embedder of the search, and a CPU one with 1 and
-    8 threads. Prints a table; returns its rows."""
+    busy with other problems): the GPU embedder of the search, on a GPU copies of it in
+    fp16 and replayed from CUDA graphs, and a CPU one with 1 and 8 threads. Prints a table; returns its rows."""
     import threading
 
     from ets.selectors.cluster import SentenceEmbedder
@@ -118,6 +118,14 @@ def embed_probe(policy, embedder, prompts: int = 64, calls: int = 15) -> list[di
                                 dtype="float16")
         half.embed(["warm up"])
         variants.append((f"fp16 copy ({embedder.device})", half))
+        if not embedder.cuda_graph:  # the forward replayed from CUDA graphs
+            graphed = SentenceEmbedder(embedder.model_name, device=embedder.device,
+                                       threshold=embedder.threshold, cuda_graph=True)
+            try:
+                graphed.embed(["warm up"])  # loads the model and captures its graphs
+                variants.append((f"cuda graph copy ({embedder.device})", graphed))
+            except Exception as exc:  # the probe goes on; the search rows say the rest
+                print(f"cuda graph embedder failed: {exc!r}", flush=True)
     for threads in (1, 8):
         cpu = SentenceEmbedder(embedder.model_name, device="cpu",
                                num_threads=threads, threshold=embedder.threshold)
@@ -342,13 +350,22 @@ def main() -> None:
     for selector in args.selectors:
         row, embedder, policy = run_one(args, selector, embedder, policy)
         rows.append(row)
-        print(f"{selector}: done in {row['wall_s']:.0f}s", flush=True)
+        bound = f", {100 * row['tok_s'] / row['bound_tok_s']:.0f}% of bound" if row["bound_tok_s"] else ""
+        # each row as soon as it is measured (and engine.json so far): a run cut short keeps them
+        print(f"{selector}: done in {row['wall_s']:.0f}s, {row['tok_s']:.0f} tok/s{bound}, "
+              f"outside engine {100 * row['outside']:.2f}%, embedding {100 * row['embed']:.2f}%", flush=True)
+        write_json(args, rows)
     if callable(getattr(policy, "close", None)):
         policy.close()
     print(f"\nSmolLM2-135M on vLLM ({' '.join(args.override) or 'vllm-cpu preset'}), {args.problems} GSM8K "
           f"problems, width {args.width}, seed {args.seed}, "
           f"max tokens {args.max_tokens} (step {args.max_step_tokens})\n")
     print(table(rows))
+    write_json(args, rows)
+
+
+def write_json(args: argparse.Namespace, rows: list[dict]) -> None:
+    """``engine.json`` in ``--out``: the arguments, the rows measured so far, the probe."""
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "engine.json").write_text(json.dumps({"args": vars(args), "rows": rows,

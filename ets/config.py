@@ -66,6 +66,8 @@ class SearchConf:
     aggregation: Aggregation = Aggregation.last
     # ``async`` is a Python keyword, so not an Enum member name: a str with choices.
     scheduler: str = choice("lockstep", "async", default="async")
+    # async: groups back from one wait are scored/selected in chunks of >= this many children
+    round_chunk: int = num(64, ge=0)
 
 
 #: Transition only: schemas still declared the old way, ``{group: {name: dataclass}}``.

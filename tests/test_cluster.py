@@ -200,3 +200,67 @@ def test_shipped_pairs_and_the_calibrated_cut(embedder):
     assert real["tp"] == 1 and abs(real["fp"] - 10) <= 1  # 1 of 10 same, ~10 of 1456 different
     assert real["median_same"] == pytest.approx(0.535, abs=0.01)
     assert real["median_different"] == pytest.approx(0.607, abs=0.01)
+
+
+# -- selector.embedder.cuda_graph: the fixed-shape forward (GraphedEncoder) ------------------
+GRAPH_TEXTS = [
+    "We factor the quadratic expression.",
+    "Step 2: 3 * 12 = 36 pens, and 36 - 7 = 29 pens are left over after the gift. " * 3,
+    "x",
+    "Substitute x = 3 into the equation and simplify both sides of it.",
+    "Plug in x = 3.",
+] * 3  # 15 texts: three batches of 6 with the last one short
+
+
+def test_fixed_shape_forward_is_encode_up_to_rounding(embedder):
+    """The function a CUDA graph captures, run eagerly on the CPU: padded to 6 rows and to
+    the next of 16/32/64/... tokens, it gives sentence-transformers' ``encode`` vectors to
+    float32 rounding, on texts of several lengths, over batches with empty rows; rows left
+    over from a previous, larger batch do not leak into a smaller one."""
+    import torch
+
+    from ets.selectors.cluster import GraphedEncoder
+
+    embedder.embed(["load"])
+    enc = GraphedEncoder(embedder._model, batch=6, capture=False)
+    assert enc.lengths[-1] == 256 and enc.lengths[:3] == (16, 32, 64)  # MiniLM's max_seq_length
+    want = embedder._model.encode(GRAPH_TEXTS, normalize_embeddings=True, show_progress_bar=False)
+    got = enc.encode(GRAPH_TEXTS).numpy()
+    assert got.shape == want.shape == (15, 384)
+    assert np.abs(got - want).max() < 1e-5
+    tokens = [len(enc.tokenizer(t)["input_ids"]) for t in GRAPH_TEXTS]
+    padded = {next(x for x in (16, 32, 64, 128, 256) if x >= max(tokens[i:i + 6])) for i in (0, 6, 12)}
+    assert sorted(enc._graphs) == sorted(padded) and len(padded) == 2  # the long text's, the short's
+    alone = enc.encode([GRAPH_TEXTS[1]]).numpy()  # 1 row after a full batch of that length
+    assert np.abs(alone - want[1]).max() < 1e-5  # (rows 1..5 hold the earlier texts)
+    assert np.abs(enc.encode(["x"]).numpy() - want[2]).max() < 1e-5
+    assert enc._graphs[16][1]["mask"][:, 0].tolist() == [1] * 6  # empty rows attend to one token
+    assert isinstance(enc.encode([]), torch.Tensor)
+    enc.sdpa, enc._graphs = False, {}  # the additive mask (eager attention) masks the same tokens
+    assert np.abs(enc.encode(GRAPH_TEXTS).numpy() - want).max() < 1e-5
+
+
+def test_cuda_graph_needs_cuda_and_a_mean_pooled_bert(embedder):
+    from ets.selectors.cluster import GraphedEncoder
+
+    with pytest.raises(ValueError, match=r"selector\.embedder\.cuda_graph=true needs a CUDA device.*'cpu'"):
+        SentenceEmbedder(device="cpu", cuda_graph=True)
+    embedder.embed(["load"])
+    modules = list(embedder._model)
+    with pytest.raises(ValueError, match=r"cuda_graph=true runs BERT-family models with mean pooling only; "
+                                         r"this model is Transformer -> Normalize"):
+        GraphedEncoder([modules[0], modules[2]], batch=4)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_embedder_matches_encode_on_the_gpu():
+    """On a GPU: the replayed graphs give ``encode``'s vectors (same device) to rounding and
+    the same clusters, across calls that reuse a graph with new texts."""
+    plain = SentenceEmbedder(device="cuda")
+    graphed = SentenceEmbedder(device="cuda", cuda_graph=True, batch_size=6)
+    want = plain.embed(GRAPH_TEXTS)
+    first = graphed.embed(GRAPH_TEXTS[:4])
+    got = graphed.embed(GRAPH_TEXTS)
+    assert graphed._graphed is not None and all(g[0] is not None for g in graphed._graphed._graphs.values())
+    assert np.abs(got - want).max() < 1e-4 and np.array_equal(first, got[:4])
+    assert cluster_labels(got, graphed.threshold) == cluster_labels(want, plain.threshold)

@@ -47,7 +47,7 @@ def build_search(cfg: DictConfig) -> tuple[Search, Any]:
         build_kv(cfg), dataset.grader, width=s.width, max_depth=s.max_depth,
         max_tokens=s.max_tokens, seed=s.seed, concurrency=s.concurrency,
         aggregation=str(getattr(s.aggregation, "value", s.aggregation)),
-        scheduler=str(getattr(s.scheduler, "value", s.scheduler)),
+        scheduler=str(getattr(s.scheduler, "value", s.scheduler)), round_chunk=s.round_chunk,
     )
     return search, dataset
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import re
+from typing import Any
 
 import pytest
 
@@ -340,3 +341,71 @@ def test_async_sends_each_problems_next_group_before_selecting_for_the_next_prob
             assert events[i + 1] == ("submit", pid), events[i - 2:i + 4]
             checked += 1
     assert checked > 10
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 9, 20])
+def test_async_scores_and_selects_the_groups_of_a_wait_in_chunks_of_round_chunk_children(chunk):
+    """search.round_chunk: the groups of one wait are scored (one PRM call each chunk) in
+    runs of problems holding at least ``chunk`` children, cut as soon as a run reaches it,
+    and each chunk's next expansions are sent before the next chunk is scored; 0 = one
+    PRM call per wait. The records do not change."""
+    from ets.rundir.run import build_search
+
+    overrides = [*golden.WORLDS["synthetic"], *golden.METHODS["rebase"], "search.concurrency=4",
+                 "search.scheduler=async", f"search.round_chunk={chunk}"]
+    search, dataset = build_search(golden.compose(*overrides))
+    events: list[tuple[str, Any]] = []
+
+    class AllAtOnce(ShuffledStream):  # every wait returns every group: several per round
+        def submit(self, requests):
+            events.append(("submit", requests[0].problem.id))
+            return super().submit(requests)
+
+        def wait(self):
+            tickets = sorted(self.pending)
+            done = [(t, self.policy.generate(self.pending.pop(t))) for t in tickets]
+            events.append(("wait", [sum(len(g) for g in gens) for _, gens in done]))
+            return done
+
+    real_score = search.prm.score
+
+    def score(children):
+        per_problem: dict[str, int] = {}
+        for problem, _ in children:
+            per_problem[problem.id] = per_problem.get(problem.id, 0) + 1
+        events.append(("score", per_problem))
+        return real_score(children)
+
+    search.prm.score = score
+    search.policy = AllAtOnce(search.policy, 0, lambda: 0)
+    rows = golden.run_search(search, dataset, [])
+    assert {r["id"]: r for r in rows} == {r["id"]: r for r in golden.load("synthetic", "rebase")}
+
+    waits = [i for i, e in enumerate(events) if e[0] == "wait"] + [len(events)]
+    split = 0
+    for start, end in zip(waits, waits[1:]):
+        sizes = events[start][1]
+        # the chunks this wait must be cut into, by hand: close a run once it holds >= chunk
+        expected, run = [], []
+        for n in sizes:
+            run.append(n)
+            if chunk and sum(run) >= chunk:
+                expected.append(run)
+                run = []
+        expected += [run] if run else []
+        scored = [e for e in events[start + 1:end] if e[0] == "score"]
+        assert [list(e[1].values()) for e in scored] == expected
+        split += len(scored) > 1
+        # every chunk but the first is scored only after the previous chunk's problems that
+        # go on have been sent their next group
+        body = events[start + 1:end]
+        for k in range(1, len(scored)):
+            before = body[:body.index(scored[k])]
+            previous = set(scored[k - 1][1])
+            sent = {pid for kind, pid in before if kind == "submit"}
+            going_on = {pid for kind, pid in body if kind == "submit"} & previous
+            assert going_on <= sent
+    if chunk in (1, 9):
+        assert split > 3  # the cases where chunks matter did occur
+    if chunk == 0:
+        assert split == 0
