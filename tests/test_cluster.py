@@ -225,19 +225,41 @@ def test_fixed_shape_forward_is_encode_up_to_rounding(embedder):
     enc = GraphedEncoder(embedder._model, batch=6, capture=False)
     assert enc.lengths[-1] == 256 and enc.lengths[:3] == (16, 32, 64)  # MiniLM's max_seq_length
     want = embedder._model.encode(GRAPH_TEXTS, normalize_embeddings=True, show_progress_bar=False)
-    got = enc.encode(GRAPH_TEXTS).numpy()
+    got = enc.encode(GRAPH_TEXTS).cpu().numpy()
     assert got.shape == want.shape == (15, 384)
     assert np.abs(got - want).max() < 1e-5
     tokens = [len(enc.tokenizer(t)["input_ids"]) for t in GRAPH_TEXTS]
     padded = {next(x for x in (16, 32, 64, 128, 256) if x >= max(tokens[i:i + 6])) for i in (0, 6, 12)}
     assert sorted(enc._graphs) == sorted(padded) and len(padded) == 2  # the long text's, the short's
-    alone = enc.encode([GRAPH_TEXTS[1]]).numpy()  # 1 row after a full batch of that length
+    alone = enc.encode([GRAPH_TEXTS[1]]).cpu().numpy()  # 1 row after a full batch of that length
     assert np.abs(alone - want[1]).max() < 1e-5  # (rows 1..5 hold the earlier texts)
-    assert np.abs(enc.encode(["x"]).numpy() - want[2]).max() < 1e-5
+    assert np.abs(enc.encode(["x"]).cpu().numpy() - want[2]).max() < 1e-5
     assert enc._graphs[16][1]["mask"][:, 0].tolist() == [1] * 6  # empty rows attend to one token
     assert isinstance(enc.encode([]), torch.Tensor)
     enc.sdpa, enc._graphs = False, {}  # the additive mask (eager attention) masks the same tokens
-    assert np.abs(enc.encode(GRAPH_TEXTS).numpy() - want).max() < 1e-5
+    assert np.abs(enc.encode(GRAPH_TEXTS).cpu().numpy() - want).max() < 1e-5
+
+
+def test_graph_tokenizer_gives_the_model_tokenizers_tensors(embedder):
+    """GraphedEncoder.tokenize calls the Rust backend directly: the same ids, mask and
+    token types as the model's tokenizer called as sentence-transformers calls it,
+    truncation at max_seq_length included; the tokenizer itself is left as it was."""
+    from ets.selectors.cluster import GraphedEncoder
+
+    embedder.embed(["load"])
+    tok = embedder._model[0].tokenizer
+    enc = GraphedEncoder(embedder._model, batch=6, capture=False)
+    assert enc._rust is not None and enc._rust is not tok.backend_tokenizer
+    texts = [*GRAPH_TEXTS, "long " * 400, "Ünïcode ÅÄÖ ∑ x² — done."]
+    want = tok(texts, padding=True, truncation="longest_first", max_length=256, return_tensors="pt")
+    got = enc.tokenize(texts)
+    assert got["input_ids"].shape == (17, 256)  # padded to the truncated long text
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert got[key].dtype == want[key].dtype and (got[key] == want[key]).all(), key
+    assert tok(["a b"])["input_ids"] == [[101, 1037, 1038, 102]]  # unpadded as before
+    enc._rust = None  # a slow tokenizer: transformers' own call
+    short = tok(texts[:3], padding=True, truncation="longest_first", max_length=256, return_tensors="pt")
+    assert all((enc.tokenize(texts[:3])[k] == short[k]).all() for k in short)
 
 
 def test_cuda_graph_needs_cuda_and_a_mean_pooled_bert(embedder):

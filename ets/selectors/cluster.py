@@ -193,7 +193,8 @@ class GraphedEncoder:
     what the tests compare with ``encode``).
 
     What it computes is ``encode(..., normalize_embeddings=True)``'s: the model's own
-    tokenizer with ``padding`` and truncation at ``max_seq_length``, the embeddings and
+    tokenizer with ``padding`` and truncation at ``max_seq_length`` (its Rust backend
+    called directly, :meth:`tokenize`), the embeddings and
     encoder of the transformer with a mask that hides padding, the mean over unmasked
     tokens, unit norm. Rows and tokens added by the padding are masked, so they change no
     real row beyond float rounding (the matrix shapes differ).
@@ -220,6 +221,7 @@ class GraphedEncoder:
                              f"pooling only; this model is {' -> '.join(kinds)} (pooling {mode!r})")
         self.model, self.tokenizer = inner, modules[0].tokenizer
         self.max_len = int(modules[0].max_seq_length or self.tokenizer.model_max_length)
+        self._rust = self._backend(self.tokenizer, self.max_len)
         self.lengths = tuple(n for n in self.LENGTHS if n < self.max_len) + (self.max_len,)
         self.batch, self.capture = batch, capture
         self.device = next(inner.parameters()).device
@@ -229,6 +231,40 @@ class GraphedEncoder:
         if capture:  # every length now (~0.1 s each), not in the middle of a search
             for length in reversed(self.lengths):  # largest first: the pool fits them all
                 self._graph(length)
+
+    @staticmethod
+    def _backend(tokenizer, max_len: int):
+        """A copy of a fast tokenizer's Rust ``tokenizers.Tokenizer`` set up as
+        ``tokenizer(texts, padding=True, truncation="longest_first", max_length=max_len)``
+        sets it up (``None`` for a slow tokenizer): its ``encode_batch`` skips the Python
+        side of transformers' call, which was 2/3 of an embedding call on an H200 host
+        (12.9 ms of ~20 ms for 64 step texts, ``bench/engine.py --embed-probe``)."""
+        import copy
+
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or tokenizer.pad_token_id is None:
+            return None
+        rust = copy.deepcopy(backend)
+        rust.enable_truncation(max_len, stride=0, strategy="longest_first",
+                               direction=getattr(tokenizer, "truncation_side", "right"))
+        rust.enable_padding(direction=getattr(tokenizer, "padding_side", "right"),
+                            pad_id=tokenizer.pad_token_id, pad_type_id=tokenizer.pad_token_type_id,
+                            pad_token=tokenizer.pad_token)
+        return rust
+
+    def tokenize(self, texts: list[str]) -> dict[str, Any]:
+        """``input_ids``, ``attention_mask``, ``token_type_ids`` (int64 CPU tensors, padded
+        to the longest text): the model tokenizer's output for ``texts``."""
+        import torch
+
+        if self._rust is None:
+            feats = self.tokenizer(texts, padding=True, truncation="longest_first",
+                                   max_length=self.max_len, return_tensors="pt")
+            return {k: feats[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in feats}
+        encs = self._rust.encode_batch(texts)
+        return {"input_ids": torch.tensor([e.ids for e in encs], dtype=torch.long),
+                "attention_mask": torch.tensor([e.attention_mask for e in encs], dtype=torch.long),
+                "token_type_ids": torch.tensor([e.type_ids for e in encs], dtype=torch.long)}
 
     def _forward(self, ids, mask, types):
         """The captured function: unit-norm mean-pooled embeddings of the padded batch."""
@@ -286,8 +322,7 @@ class GraphedEncoder:
         parts = []
         for start in range(0, len(texts), self.batch):
             chunk = list(texts[start:start + self.batch])
-            feats = self.tokenizer(chunk, padding=True, truncation="longest_first",
-                                   max_length=self.max_len, return_tensors="pt")
+            feats = self.tokenize(chunk)
             n, width = feats["input_ids"].shape
             length = next(x for x in self.lengths if x >= width)
             graph, bufs, out = self._graph(length)
