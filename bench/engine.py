@@ -112,20 +112,21 @@ def embed_probe(policy, embedder, prompts: int = 64, calls: int = 15) -> list[di
     prompt = policy.format_prompt(Problem("probe", "Tom has 3 boxes of 12 pens. He gives away 7. How many are left?", "29"))
     busy = [GenRequest(Problem(f"probe{i}", "", ""), prompt.text, prompt.token_ids, 16, 192, [], 1000 + i)
             for i in range(prompts)]
-    variants = [(f"search's ({embedder.device})", embedder)]
-    if embedder.device.startswith("cuda"):  # the same model in half precision (not what ETS runs)
+    graph = "CUDA graphs" if embedder.graphed else "encode"
+    variants = [(f"search's ({embedder.device}, {graph})", embedder)]
+    if embedder.device.startswith("cuda"):
+        # the other way of running the same model; the model in half precision (encode)
+        other = SentenceEmbedder(embedder.model_name, device=embedder.device, threshold=embedder.threshold,
+                                 cuda_graph=not embedder.graphed)
         half = SentenceEmbedder(embedder.model_name, device=embedder.device, threshold=embedder.threshold,
-                                dtype="float16")
-        half.embed(["warm up"])
-        variants.append((f"fp16 copy ({embedder.device})", half))
-        if not embedder.cuda_graph:  # the forward replayed from CUDA graphs
-            graphed = SentenceEmbedder(embedder.model_name, device=embedder.device,
-                                       threshold=embedder.threshold, cuda_graph=True)
+                                dtype="float16", cuda_graph=False)
+        for name, emb in ((f"copy with {'encode' if embedder.graphed else 'CUDA graphs'}", other),
+                          ("fp16 copy, encode", half)):
             try:
-                graphed.embed(["warm up"])  # loads the model and captures its graphs
-                variants.append((f"cuda graph copy ({embedder.device})", graphed))
+                emb.embed(["warm up"])  # loads the model (and captures its graphs)
+                variants.append((f"{name} ({embedder.device})", emb))
             except Exception as exc:  # the probe goes on; the search rows say the rest
-                print(f"cuda graph embedder failed: {exc!r}", flush=True)
+                print(f"{name} failed: {exc!r}", flush=True)
     for threads in (1, 8):
         cpu = SentenceEmbedder(embedder.model_name, device="cpu",
                                num_threads=threads, threshold=embedder.threshold)
@@ -172,13 +173,21 @@ def embed_probe(policy, embedder, prompts: int = 64, calls: int = 15) -> list[di
 
 
 def call_parts(embedder, texts: list[str], repeats: int = 9) -> dict[str, float]:
-    """Median ms of one embedding call's parts: sentence-transformers' preprocessing
-    (tokenizing), the forward pass on the device (synchronized), the copy back; {} if
-    this sentence-transformers version has no ``preprocess``/``tokenize``."""
+    """Median ms of one embedding call's parts: the tokenizing (sentence-transformers'
+    ``preprocess``, or the CUDA-graph path's Rust tokenizer), the forward pass on the device
+    (synchronized; a graph replay for the latter), the copy back; {} if this
+    sentence-transformers version has no ``preprocess``/``tokenize``."""
     import torch
 
     model = embedder._model
     prep = getattr(model, "preprocess", None) or getattr(model, "tokenize", None)
+    if embedder.graphed:  # GraphedEncoder: the Rust tokenizer, then one graph replay
+        prep, forward = embedder._graphed.tokenize, embedder._graphed.run
+    else:
+        def forward(feats):
+            feats = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in feats.items()}
+            with torch.inference_mode():
+                return model(feats)["sentence_embedding"]
     if model is None or prep is None:
         return {}
     sync = torch.cuda.synchronize if str(model.device).startswith("cuda") else (lambda: None)
@@ -187,9 +196,7 @@ def call_parts(embedder, texts: list[str], repeats: int = 9) -> dict[str, float]
         t0 = time.perf_counter()
         feats = prep(texts)
         t1 = time.perf_counter()
-        feats = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in feats.items()}
-        with torch.inference_mode():
-            out = model(feats)["sentence_embedding"]
+        out = forward(feats)
         sync()
         t2 = time.perf_counter()
         out.cpu()

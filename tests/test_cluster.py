@@ -8,7 +8,7 @@ from ets.selectors.cluster import SentenceEmbedder, cluster_labels
 
 @pytest.fixture(scope="module")
 def embedder():
-    return SentenceEmbedder()
+    return SentenceEmbedder(cuda_graph=False)  # sentence-transformers' encode on any device
 
 
 def test_embeddings_are_unit_norm_and_cached(embedder):
@@ -274,15 +274,64 @@ def test_cuda_graph_needs_cuda_and_a_mean_pooled_bert(embedder):
         GraphedEncoder([modules[0], modules[2]], batch=4)
 
 
+def test_cuda_graph_default_is_on_for_cuda_only_and_falls_back_for_other_models(monkeypatch, caplog):
+    """cuda_graph=None (the default): graphs on a CUDA device, encode on a CPU; a model the
+    graphs do not cover falls back to encode (saying so) unless cuda_graph=true asks for
+    them; a failed capture likewise."""
+    import ets.selectors.cluster as cluster
+
+    cpu = SentenceEmbedder()
+    assert cpu.cuda_graph is None
+    cpu.embed(["a"])
+    assert not cpu.graphed  # a CPU: encode
+
+    made = []
+
+    class Refuses:
+        def __init__(self, model, batch):
+            made.append(batch)
+            raise ValueError("runs BERT-family models with mean pooling only; this model is X")
+
+    class FailsCapture(Refuses):
+        def __init__(self, model, batch):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    def on_a_gpu(cuda_graph=None, batch_size=64):  # loaded on the CPU, then told it is on a GPU
+        emb = SentenceEmbedder(device="cpu", batch_size=batch_size)
+        emb._model = emb._load()
+        emb.device, emb.cuda_graph = "cuda", cuda_graph
+        return emb
+
+    monkeypatch.setattr(cluster, "GraphedEncoder", Refuses)
+    auto = on_a_gpu(batch_size=8)
+    with caplog.at_level("INFO", logger="ets.selectors.cluster"):
+        auto._graph()
+    assert made == [8] and not auto.graphed and auto.embed(["a", "b"]).shape == (2, 384)
+    assert "embedding with sentence-transformers' encode: runs BERT-family" in caplog.text
+    with pytest.raises(ValueError, match="BERT-family"):
+        on_a_gpu(cuda_graph=True)._graph()
+    assert made == [8, 64]  # the default, then true
+    on_a_gpu(cuda_graph=False)._graph()
+    assert made == [8, 64]  # false: not even tried
+    monkeypatch.setattr(cluster, "GraphedEncoder", FailsCapture)
+    auto = on_a_gpu()
+    with caplog.at_level("WARNING", logger="ets.selectors.cluster"):
+        auto._graph()
+    assert not auto.graphed and "capturing CUDA graphs failed: operation not permitted" in caplog.text
+    with pytest.raises(RuntimeError, match="cuda_graph=true: capturing the embedder failed"):
+        on_a_gpu(cuda_graph=True)._graph()
+
+
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graph_embedder_matches_encode_on_the_gpu():
-    """On a GPU: the replayed graphs give ``encode``'s vectors (same device) to rounding and
-    the same clusters, across calls that reuse a graph with new texts."""
-    plain = SentenceEmbedder(device="cuda")
-    graphed = SentenceEmbedder(device="cuda", cuda_graph=True, batch_size=6)
+    """On a GPU: the replayed graphs (the default there) give ``encode``'s vectors (same
+    device) to rounding and the same clusters, across calls that reuse a graph with new texts."""
+    plain = SentenceEmbedder(device="cuda", cuda_graph=False)
+    graphed = SentenceEmbedder(device="cuda", batch_size=6)
     want = plain.embed(GRAPH_TEXTS)
     first = graphed.embed(GRAPH_TEXTS[:4])
     got = graphed.embed(GRAPH_TEXTS)
-    assert graphed._graphed is not None and all(g[0] is not None for g in graphed._graphed._graphs.values())
+    assert graphed.graphed and not plain.graphed
+    assert all(g[0] is not None for g in graphed._graphed._graphs.values())
     assert np.abs(got - want).max() < 1e-4 and np.array_equal(first, got[:4])
     assert cluster_labels(got, graphed.threshold) == cluster_labels(want, plain.threshold)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -12,6 +13,8 @@ from ets.schema import Component, choice, num, schema
 
 if TYPE_CHECKING:  # numpy is imported where used: registering the schema below stays cheap
     import numpy as np
+
+log = logging.getLogger("ets.selectors.cluster")
 
 #: The paper's embedding model and its cut (ALGORITHMS.md §3.4; needs the hub).
 PAPER_MODEL = "math-similarity/Bert-MLM_arXiv-MP-class_zbMath"
@@ -100,12 +103,16 @@ class SentenceEmbedder:
             (tensor cores; the paper's BERT-base zbMath model is 5x MiniLM). Embeddings
             come back as float32 either way; half precision moves them by ~1e-3, which
             can move a step pair that sits on the cut.
-        cuda_graph: Replay the forward pass from CUDA graphs (:class:`GraphedEncoder`)
-            instead of sentence-transformers' ``encode``: one call of 64 step texts cost
-            ~24 ms on an H200 host, almost all of it the host dispatching the ~860 torch
-            ops of a small BERT, not the GPU. Needs a CUDA device; BERT-family models
-            with mean pooling and normalization (MiniLM, the paper's zbMath model). The
-            embeddings agree with ``encode``'s to float32 rounding (~1e-7).
+        cuda_graph: Tokenize with the Rust tokenizer directly and replay the forward
+            pass from CUDA graphs (:class:`GraphedEncoder`) instead of
+            sentence-transformers' ``encode``, whose call of 64 step texts costs 17-24 ms
+            on an H200 host, nearly all of it host work (transformers' tokenizer call and
+            dispatching the ~860 torch ops of a small BERT), against 8.5 ms this way; ETS
+            then generated 1.32x the tokens/s (``bench/engine.py``, README "Performance on
+            a GPU"). ``None`` (default): on for a CUDA device and a BERT-family model with
+            mean pooling (MiniLM, the paper's zbMath model), else ``encode``; ``true``:
+            required (an error otherwise); ``false``: always ``encode``. The embeddings
+            agree with ``encode``'s to float32 rounding (~1e-7).
     """
 
     SMALL_BATCH = 16
@@ -113,7 +120,7 @@ class SentenceEmbedder:
 
     def __init__(self, model: str | None = None, device: str = "auto", batch_size: int = 64,
                  num_threads: int | None = None, threshold: float | None = None,
-                 dtype: str = "float32", cuda_graph: bool = False) -> None:
+                 dtype: str = "float32", cuda_graph: bool | None = None) -> None:
         if dtype not in self.DTYPES:
             raise ValueError(f"selector.embedder.dtype={dtype!r} is invalid; allowed: {', '.join(self.DTYPES)}")
         self.dtype = dtype
@@ -123,7 +130,7 @@ class SentenceEmbedder:
         if cuda_graph and not self.device.startswith("cuda"):
             raise ValueError(f"selector.embedder.cuda_graph=true needs a CUDA device, but "
                              f"selector.embedder.device={device!r} is {self.device!r}")
-        self.cuda_graph = bool(cuda_graph)
+        self.cuda_graph = cuda_graph
         self.batch_size = batch_size
         self.num_threads = num_threads
         self._model = None
@@ -149,6 +156,28 @@ class SentenceEmbedder:
             model = model.to(getattr(torch, self.dtype))
         return model
 
+    @property
+    def graphed(self) -> bool:
+        """Whether embedding calls replay CUDA graphs (known once the model has loaded)."""
+        return self._graphed is not None
+
+    def _graph(self) -> None:
+        """Set up the CUDA graphs once the model has loaded, as ``cuda_graph`` asks."""
+        wanted = self.cuda_graph if self.cuda_graph is not None else self.device.startswith("cuda")
+        if not wanted:
+            return
+        try:
+            self._graphed = GraphedEncoder(self._model, self.batch_size)
+        except ValueError as exc:  # a model the graphs do not cover
+            if self.cuda_graph:
+                raise
+            log.info("embedding with sentence-transformers' encode: %s", exc)
+        except RuntimeError as exc:  # a capture that failed
+            if self.cuda_graph:
+                raise RuntimeError(f"selector.embedder.cuda_graph=true: capturing the embedder failed: {exc}") from exc
+            log.warning("embedding with sentence-transformers' encode; capturing CUDA graphs failed: %s "
+                        "(selector.embedder.cuda_graph=false skips the attempt)", exc)
+
     def clear_cache(self) -> None:
         """Forget every embedded text (the model stays loaded): the next calls embed anew."""
         self._cache.clear()
@@ -161,6 +190,7 @@ class SentenceEmbedder:
         if missing:
             if self._model is None:
                 self._model = self._load()
+                self._graph()
             import torch
 
             threads = torch.get_num_threads()
@@ -168,9 +198,7 @@ class SentenceEmbedder:
             if self.device == "cpu":
                 torch.set_num_threads(want)
             try:
-                if self.cuda_graph:
-                    if self._graphed is None:
-                        self._graphed = GraphedEncoder(self._model, self.batch_size)
+                if self._graphed is not None:
                     vecs = self._graphed.encode(missing)
                 else:
                     vecs = self._model.encode(
@@ -319,25 +347,29 @@ class GraphedEncoder:
         """Unit-norm embeddings (a tensor on the model's device, one row per text)."""
         import torch
 
-        parts = []
-        for start in range(0, len(texts), self.batch):
-            chunk = list(texts[start:start + self.batch])
-            feats = self.tokenize(chunk)
-            n, width = feats["input_ids"].shape
-            length = next(x for x in self.lengths if x >= width)
-            graph, bufs, out = self._graph(length)
-            for key, name in (("ids", "input_ids"), ("mask", "attention_mask"), ("types", "token_type_ids")):
-                buf = bufs[key]
-                buf[:n].zero_()
-                if name in feats:
-                    buf[:n, :width].copy_(feats[name], non_blocking=True)
-            if graph is None:
-                with torch.inference_mode():
-                    out = self._forward(bufs["ids"], bufs["mask"], bufs["types"])
-            else:
-                graph.replay()
-            parts.append(out[:n].clone())
+        parts = [self.run(self.tokenize(list(texts[start:start + self.batch])))
+                 for start in range(0, len(texts), self.batch)]
         return torch.cat(parts) if parts else torch.zeros((0, 0))
+
+    def run(self, feats: dict[str, Any]):
+        """Embeddings of one tokenized batch (at most ``batch`` rows, :meth:`tokenize`):
+        copied into the buffers of its padded length, then that graph replayed."""
+        import torch
+
+        n, width = feats["input_ids"].shape
+        length = next(x for x in self.lengths if x >= width)
+        graph, bufs, out = self._graph(length)
+        for key, name in (("ids", "input_ids"), ("mask", "attention_mask"), ("types", "token_type_ids")):
+            buf = bufs[key]
+            buf[:n].zero_()
+            if name in feats:
+                buf[:n, :width].copy_(feats[name], non_blocking=True)
+        if graph is None:
+            with torch.inference_mode():
+                out = self._forward(bufs["ids"], bufs["mask"], bufs["types"])
+        else:
+            graph.replay()
+        return out[:n].clone()
 
 
 _SAME_VECTOR = 1e-6
@@ -373,4 +405,4 @@ class EmbedderConf(Component):
     num_threads: int | None = num(ge=1)  # torch threads while embedding; None: 1 for < 16 texts, else all
     threshold: float | None = num(ge=0)  # cosine-distance cut; None: the model's calibrated one
     dtype: str = choice(*SentenceEmbedder.DTYPES)  # float32 (calibrated); float16/bfloat16: GPU option
-    cuda_graph: bool  # replay the forward from CUDA graphs (needs a CUDA device)
+    cuda_graph: bool | None  # CUDA-graph forward; None: on for CUDA and BERT-family models
