@@ -26,7 +26,10 @@ Besides the table it prints the engine's start-up on its own line (not in any wa
 the median selection time per problem and depth (``selector.select``, embedding included
 via ``prepare`` spread over the problems of the depth), and the raw engine bound: the
 same requests (prompt lengths, prefix sharing, exact output lengths) replayed by
-:mod:`ets.rundir.replay` as one plain batch, with no depth barriers and no framework in between.
+:mod:`ets.rundir.replay` as one plain batch, with no depth barriers and no framework in between;
+with ``--scheduler async`` also the chains bound: each problem's steps replayed back to back
+with the search's concurrency (``python -m ets.replay --chains``), the search's dependencies
+without its work between steps, so that "of it" is the share the framework leaves.
 ``--out DIR`` writes ``engine.json`` and each method's ``problems.jsonl`` there.
 """
 
@@ -281,6 +284,7 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
         "select_ms_p95": 1e3 * sorted(selects)[int(0.95 * (len(selects) - 1))] if selects else 0.0,
         "embed_ms_per_select": 1e3 * embed_share,
         "selections": len(selects), "bound_tok_s": bound.get("tokens_per_s", 0.0),
+        "chains_tok_s": bound.get("chains", {}).get("tokens_per_s", 0.0),
         "bound": bound, "engine_s": in_engine,
         "method": f"{selector} ({args.scheduler})", "accuracy": summary["accuracy"]["weighted_majority"],
         "tokens": summary["tokens_generated"], "wall_s": wall, "tok_s": summary["tokens_generated"] / wall,
@@ -303,19 +307,31 @@ def engine_bound(args: argparse.Namespace, policy, records: list[dict], selector
     out.mkdir(parents=True, exist_ok=True)
     (out / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     trees = load_trees(out)
+    concurrency = args.concurrency or args.problems
     policy.engine.llm.reset_prefix_cache()
-    res = Replayer(policy, args.seed).run(trees, schedule(trees, args.concurrency or args.problems), batch=True)
-    return res.summary()
+    res = Replayer(policy, args.seed).run(trees, schedule(trees, concurrency), batch=True)
+    summary = res.summary()
+    if args.scheduler == "async":  # the same dependencies as the search, no search work between steps
+        policy.engine.llm.reset_prefix_cache()
+        summary["chains"] = Replayer(policy, args.seed).run_chains(trees, concurrency).summary()
+    return summary
+
+
+def percent(part: float, whole: float) -> str:
+    """``part`` as a percentage of ``whole`` ("-" without a whole)."""
+    return f"{100 * part / whole:.0f}%" if whole else "-"
 
 
 def table(rows: list[dict]) -> str:
     head = ("| method | acc (wmaj) | tokens | wall s | gen tok/s | raw engine bound tok/s | of bound "
+            "| chains bound tok/s | of it "
             "| prefix hit rate | radix KV / problem "
             "| radix KV, all in flight | engine KV mean | engine KV peak | depth calls | outside engine "
             "| of which selector (embedding) | of which PRM | selection ms / problem-depth (median, p95; + embedding) |\n"
-            + "|---" * 17 + "|")
+            + "|---" * 19 + "|")
     lines = [f"| {r['method']} | {r['accuracy']:.2f} | {r['tokens']} | {r['wall_s']:.1f} | {r['tok_s']:.1f} "
-             f"| {r['bound_tok_s']:.1f} | {100 * r['tok_s'] / r['bound_tok_s'] if r['bound_tok_s'] else 0:.0f}% "
+             f"| {r['bound_tok_s']:.1f} | {percent(r['tok_s'], r['bound_tok_s'])} "
+             f"| {r.get('chains_tok_s', 0.0):.1f} | {percent(r['tok_s'], r.get('chains_tok_s', 0.0))} "
              f"| {r['hit_rate']:.3f} | {r['radix_kv_problem']:.0f} | {r['radix_kv']:.0f} | {r['engine_kv']:.0f} "
              f"| {r['engine_kv_peak']:.0f} | {r['calls']} | {100 * r['outside']:.2f}% "
              f"| {100 * r['selector']:.2f}% ({100 * r['embed']:.2f}%) "
@@ -350,14 +366,23 @@ def main() -> None:
     parser.add_argument("--embed-probe", type=int, nargs="?", const=64, default=0, metavar="PROMPTS",
                         help="before the first ETS search, time embedding calls with the engine "
                              "idle and while it generates PROMPTS (64) x 16 x 192 tokens (GPU vs CPU embedder)")
+    parser.add_argument("--switch-interval-ms", type=float,
+                        help="Python's GIL switch interval for the run (default 5 ms): under async "
+                             "the search thread shares the GIL with vLLM's output handler")
     parser.add_argument("--out", help="folder for engine.json and each method's problems.jsonl")
     args = parser.parse_args()
+    if args.switch_interval_ms:
+        import sys
+
+        sys.setswitchinterval(args.switch_interval_ms / 1e3)
     register_configs()
     rows, embedder, policy = [], None, None
     for selector in args.selectors:
         row, embedder, policy = run_one(args, selector, embedder, policy)
         rows.append(row)
-        bound = f", {100 * row['tok_s'] / row['bound_tok_s']:.0f}% of bound" if row["bound_tok_s"] else ""
+        bound = f", {percent(row['tok_s'], row['bound_tok_s'])} of bound" if row["bound_tok_s"] else ""
+        if row["chains_tok_s"]:
+            bound += f", {percent(row['tok_s'], row['chains_tok_s'])} of the chains bound"
         # each row as soon as it is measured (and engine.json so far): a run cut short keeps them
         print(f"{selector}: done in {row['wall_s']:.0f}s, {row['tok_s']:.0f} tok/s{bound}, "
               f"outside engine {100 * row['outside']:.2f}%, embedding {100 * row['embed']:.2f}%", flush=True)

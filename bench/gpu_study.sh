@@ -66,14 +66,15 @@ engine)
   # async (AsyncLLM), one engine start each; EXTRA: more overrides; T: seconds per scheduler;
   # ROWS: the searches, side by side on one engine (default "ets rebase"; a row may carry its
   # own overrides: ets:selector.embedder.device=cpu,selector.embedder.num_threads=8);
-  # PROBE=1: first time embedding calls with the engine idle and busy (bench/engine.py --embed-probe).
+  # PROBE=1: first time embedding calls with the engine idle and busy (bench/engine.py --embed-probe);
+  # BENCH: more bench/engine.py flags (e.g. --switch-interval-ms 0.5).
   c=${CONC:-16}
   for sch in ${SCHEDULERS:-lockstep}; do
     # shellcheck disable=SC2086
     # spawn: as measured (bench/engine.py is a file with a main guard, unlike the heredocs)
     VLLM_WORKER_MULTIPROC_METHOD=spawn timeout "${T:-100000}" $PY bench/engine.py --problems "${PROBLEMS:-64}" --width 16 --concurrency "$c" \
       --max-tokens 192 --max-step-tokens 48 --data "$DATA" --scheduler "$sch" --out "$OUT/engine_${sch}_c$c" \
-      --selectors ${ROWS:-ets rebase} ${PROBE:+--embed-probe} \
+      --selectors ${ROWS:-ets rebase} ${PROBE:+--embed-probe} ${BENCH:-} \
       --override "${GPU[@]}" ${EXTRA:-} 2>&1 | tee "$OUT/engine_${sch}_c$c.md"
   done
   ;;

@@ -122,9 +122,10 @@ class Search:
         round_chunk: Async scheduler only: the groups that come back in one wait are
             scored, prepared and observed in chunks of at least this many children, each
             chunk's next expansions sent before the next chunk is scored (0: all at once,
-            one PRM call per wait). The default, 64, is one batch of the ETS embedder
-            (~24 ms a call of 64 texts on an H200); embedding every group of a wait at
-            once left that engine idle for 8.2% of an ETS search (issue 11).
+            one PRM call per wait). The default, 64, is one batch of the ETS embedder.
+            On an H200 (README "Performance on a GPU") the engine was idle 0.4-1.6% of
+            an async ETS search with chunks; with the CUDA-graph embedder, 0 and 64 were
+            within run-to-run noise of each other.
         finisher: Finish classification; default: the policy's markers and step tag
             (:func:`ets.core.finish.from_policy`).
         max_nodes: Generated nodes per problem a strategy may spend; default

@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ets.policies.vllm import VLLMPolicy, context_finish, supported_options
@@ -76,17 +76,40 @@ class AsyncBatchEngine:
         return {}
 
     def generate(self, prompts: Sequence[Any], sampling: Sequence[Any]) -> list[Any]:
+        return self._policy._call(self.agenerate((prompts, sampling)))
+
+    async def agenerate(self, batch: tuple[Sequence[Any], Sequence[Any]]) -> list[Any]:
+        """``generate`` as a coroutine on the engine's loop: ``batch`` is (prompts, sampling
+        parameters); every request sent at once, final outputs gathered in order."""
         from vllm.sampling_params import RequestOutputKind
 
+        prompts, sampling = batch
         engine = self.llm_engine
         base = uuid.uuid4().hex  # request ids unique across calls and engines of this policy
-
         for params in sampling:
             params.output_kind = RequestOutputKind.FINAL_ONLY
+        return list(await asyncio.gather(*(final_output(engine, p, sp, f"replay-{base}-{i}")
+                                           for i, (p, sp) in enumerate(zip(prompts, sampling)))))
+
+    def run_chains(self, chains: Sequence[Callable[[], Awaitable[Any]]], concurrency: int) -> list[Any]:
+        """Run coroutine functions on the engine's loop, ``concurrency`` at a time, started
+        in order (the next as soon as one ends: problems joining the pool); their results
+        in order. The chains replay (:meth:`ets.rundir.replay.Replayer.run_chains`)."""
+        self._policy._start()
+
+        async def one(make: Callable[[], Awaitable[Any]], slots: asyncio.Semaphore,
+                      turn: asyncio.Event, next_turn: asyncio.Event) -> Any:
+            await turn.wait()  # start order: chain i takes a slot only after chain i-1 has one
+            async with slots:
+                next_turn.set()
+                return await make()
 
         async def every() -> list[Any]:
-            return list(await asyncio.gather(*(final_output(engine, p, sp, f"replay-{base}-{i}")
-                                               for i, (p, sp) in enumerate(zip(prompts, sampling)))))
+            slots = asyncio.Semaphore(concurrency)
+            turns = [asyncio.Event() for _ in range(len(chains) + 1)]
+            turns[0].set()
+            return list(await asyncio.gather(*(one(c, slots, turns[i], turns[i + 1])
+                                               for i, c in enumerate(chains))))
 
         return self._policy._call(every())
 

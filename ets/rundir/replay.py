@@ -1,7 +1,7 @@
 """Replay the generation workload of a recorded search on a vLLM engine.
 
     python -m ets.replay RUN_DIR [hydra overrides] [--out FILE] [--concurrency N]
-                         [--kv-blocks N] [--kv-gb X] [--batch] [--limit N]
+                         [--kv-blocks N] [--kv-gb X] [--batch | --chains] [--limit N]
 
 The trees in ``RUN_DIR/problems.jsonl`` say which node was expanded into how many
 children at every depth of every problem, and how many tokens each child has. The replay
@@ -18,6 +18,12 @@ vLLM's random weights from a bare ``config.json`` (``policy.engine_kwargs.load_f
 ``--batch`` instead sends every request of the run at once, as one plain batch job: the
 same prompts lengths, output lengths and prefix sharing (ancestors' tokens are fixed
 random ids per node), without the search's depth barriers: the raw engine bound.
+
+``--chains`` (the asynchronous vLLM policy only) sends each problem's depths one after
+another, each as soon as that problem's previous depth is back, with up to
+``concurrency`` problems in flight (the next one starts as one finishes): the
+dependencies of the asynchronous search without any search work between its steps
+(scoring, selection, embedding), i.e. the bound of a search that selects in no time.
 
 Prints generated tokens/s, wall time, KV in use (mean/peak over engine steps),
 preemptions and prefix-cache hits; writes them to ``RUN_DIR/replay.json`` (``--out``
@@ -216,44 +222,90 @@ class Replayer:
         before = engine.metrics()
         start = time.perf_counter()
         for call in calls:
-            prompts, params, keys = [], [], []
-            for exp in call:
-                tree = by_id[exp.problem]
-                ctx = self.context(tree, exp.parent, steps)
-                for child, n in exp.children:
-                    res.tokens_expected += n
-                    res.contexts[(tree.id, child)] = tuple(ctx)
-                    if n == 0:  # an empty step: nothing to generate
-                        steps.setdefault((tree.id, child), ())
-                        continue
-                    prompts.append(ctx)
-                    params.append(dict(max_tokens=n, min_tokens=n, seed=request_seed(self.seed, tree.id, child)))
-                    keys.append((tree.id, child))
-            res.call_sizes.append(len(prompts))
+            prompts, params, keys = self._requests(by_id, call, steps, res)
             t0 = time.perf_counter()
             outs = self._generate(engine, prompts, params) if prompts else []
             res.engine_s += time.perf_counter() - t0
             res.kv_samples.extend(self._kv_tokens(engine))
-            res.calls += 1
-            for key, p, ids in zip(keys, params, outs):
-                res.requests += 1
-                res.tokens_generated += len(ids)
-                res.mismatched += len(ids) != p["max_tokens"]
-                if not batch:
-                    steps[key] = ids
+            self._record(res, keys, params, outs, None if batch else steps)
         res.wall_time_s = time.perf_counter() - start
         after = engine.metrics()
         res.counters = {k: after.get(k, 0.0) - before.get(k, 0.0)
                         for k in ("num_preemptions", "prefix_cache_queries", "prefix_cache_hits")}
         return res
 
+    def run_chains(self, trees: Sequence[ReplayTree], concurrency: int) -> ReplayResult:
+        """Each problem's depths in turn, each sent as soon as that problem's previous
+        depth is back, ``concurrency`` problems at a time in start order (module
+        docstring, ``--chains``). Needs an engine with ``run_chains``/``agenerate``
+        (:class:`ets.policies.vllm_async.AsyncBatchEngine`)."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        engine = self.policy.engine
+        if not callable(getattr(engine, "run_chains", None)):
+            raise ValueError("the chains replay needs the asynchronous vLLM policy: "
+                             "policy._target_=ets.policies.vllm_async.AsyncVLLMPolicy")
+        by_id = {t.id: t for t in trees}
+        res = ReplayResult()
+        steps = res.generated
+
+        def chain(tree: ReplayTree):
+            async def depths() -> None:
+                for level in tree.levels:
+                    prompts, params, keys = self._requests(by_id, level, steps, res)
+                    outs = await engine.agenerate(self._prompts_and_sampling(prompts, params)) if prompts else []
+                    self._record(res, keys, params, [tuple(o.outputs[0].token_ids) for o in outs], steps)
+            return depths
+
+        start = time.perf_counter()
+        engine.run_chains([chain(t) for t in trees], concurrency)
+        res.wall_time_s = res.engine_s = time.perf_counter() - start
+        return res
+
+    def _requests(self, by_id: dict[str, ReplayTree], call: list[Expansion],
+                  steps: dict[tuple[str, int], tuple[int, ...]], res: ReplayResult
+                  ) -> tuple[list[list[int]], list[dict[str, Any]], list[tuple[str, int]]]:
+        """The prompts, sampling settings and (problem, child) keys of one call's
+        expansions; counts the expected tokens and keeps each child's context in ``res``."""
+        prompts, params, keys = [], [], []
+        for exp in call:
+            tree = by_id[exp.problem]
+            ctx = self.context(tree, exp.parent, steps)
+            for child, n in exp.children:
+                res.tokens_expected += n
+                res.contexts[(tree.id, child)] = tuple(ctx)
+                if n == 0:  # an empty step: nothing to generate
+                    steps.setdefault((tree.id, child), ())
+                    continue
+                prompts.append(ctx)
+                params.append(dict(max_tokens=n, min_tokens=n, seed=request_seed(self.seed, tree.id, child)))
+                keys.append((tree.id, child))
+        res.call_sizes.append(len(prompts))
+        return prompts, params, keys
+
     @staticmethod
-    def _generate(engine: Any, prompts: list[list[int]], params: list[dict[str, Any]]) -> list[tuple[int, ...]]:
+    def _record(res: ReplayResult, keys: list[tuple[str, int]], params: list[dict[str, Any]],
+                outs: list[tuple[int, ...]], steps: dict[tuple[str, int], tuple[int, ...]] | None) -> None:
+        """Count one call's outputs; with ``steps``, later contexts use these tokens."""
+        res.calls += 1
+        for key, p, ids in zip(keys, params, outs):
+            res.requests += 1
+            res.tokens_generated += len(ids)
+            res.mismatched += len(ids) != p["max_tokens"]
+            if steps is not None:
+                steps[key] = ids
+
+    @staticmethod
+    def _prompts_and_sampling(prompts: list[list[int]], params: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        sampling = [SamplingParams(n=1, temperature=1.0, ignore_eos=True, detokenize=False, **p) for p in params]
-        results = engine.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sampling)
+        return ([TokensPrompt(prompt_token_ids=p) for p in prompts],
+                [SamplingParams(n=1, temperature=1.0, ignore_eos=True, detokenize=False, **p) for p in params])
+
+    @classmethod
+    def _generate(cls, engine: Any, prompts: list[list[int]], params: list[dict[str, Any]]) -> list[tuple[int, ...]]:
+        results = engine.generate(*cls._prompts_and_sampling(prompts, params))
         return [tuple(r.outputs[0].token_ids) for r in results]
 
     @staticmethod
@@ -317,15 +369,21 @@ def format_result(s: dict[str, Any]) -> str:
 
 
 def replay(run_dir: Path, policy: Any, concurrency: int | None = None, batch: bool = False,
-           limit: int | None = None, seed: int = 0) -> tuple[dict[str, Any], ReplayResult]:
+           limit: int | None = None, seed: int = 0, chains: bool = False) -> tuple[dict[str, Any], ReplayResult]:
     """Replay ``run_dir`` on ``policy``'s engine; returns (summary, details)."""
+    if batch and chains:
+        raise ValueError("--batch and --chains exclude each other")
     trees = load_trees(run_dir, limit)
     if concurrency is None:
         concurrency = int(recorded_config(run_dir).get("search", {}).get("concurrency", 8))
     start_s = policy.start_engine()
-    res = Replayer(policy, seed).run(trees, schedule(trees, concurrency), batch=batch)
+    replayer = Replayer(policy, seed)
+    if chains:
+        res = replayer.run_chains(trees, concurrency)
+    else:
+        res = replayer.run(trees, schedule(trees, concurrency), batch=batch)
     out = {"run_dir": str(run_dir), "problems": len(trees), "concurrency": concurrency,
-           "mode": "batch" if batch else "search", "model": str(policy.model),
+           "mode": "batch" if batch else "chains" if chains else "search", "model": str(policy.model),
            "engine_start_s": start_s, "kv_capacity_tokens": float(policy.engine.kv_capacity),
            **res.summary()}
     return out, res
@@ -340,11 +398,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--kv-blocks", type=int, help="KV budget in blocks (vLLM num_gpu_blocks_override)")
     ap.add_argument("--kv-gb", type=float, help="KV budget in GiB (kv_cache_memory_bytes; CPU: KV space)")
     ap.add_argument("--batch", action="store_true", help="all requests as one plain batch (engine bound)")
+    ap.add_argument("--chains", action="store_true",
+                    help="each problem's depths back to back, no search work between them "
+                         "(async vLLM policy only: policy._target_=ets.policies.vllm_async.AsyncVLLMPolicy)")
     ap.add_argument("--limit", type=int, help="replay only the first N problems")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     policy = build_policy(args.run_dir, args.overrides, args.kv_blocks, args.kv_gb)
-    summary, _ = replay(args.run_dir, policy, args.concurrency, args.batch, args.limit, args.seed)
+    summary, _ = replay(args.run_dir, policy, args.concurrency, args.batch, args.limit, args.seed, args.chains)
     out = args.out or args.run_dir / "replay.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(format_result(summary))

@@ -146,4 +146,30 @@ def test_the_raw_engine_bound_replays_on_the_asyncllm(policy, tmp_path):
     batch = Replayer(policy, 0).run(trees, calls, batch=True)
     assert batch.calls == 1 and batch.call_sizes == [sum(k > 0 for k in recorded.values())]
     assert batch.mismatched == 0 and batch.tokens_generated == res.tokens_generated
+
+    # --chains: each problem's depths back to back, 2 problems at a time, in start order
+    events: list[tuple[str, str]] = []
+
+    class Watched(Replayer):
+        def _requests(self, by_id, call, steps, res):
+            events.append(("depth", call[0].problem))
+            return super()._requests(by_id, call, steps, res)
+
+    chains = Watched(policy, 0).run_chains(trees, 2)
+    assert {key: len(ids) for key, ids in chains.generated.items()} == recorded
+    assert chains.mismatched == 0 and chains.tokens_generated == res.tokens_generated
+    assert chains.calls == sum(len(t.levels) for t in trees) == len(events)
+    for t in trees:  # later depths are built from the chain's own tokens
+        for node, parent in t.parent.items():
+            if parent is not None and t.parent[parent] is not None:
+                assert chains.contexts[(t.id, node)] == chains.contexts[(t.id, parent)] + chains.generated[(t.id, parent)]
+    first = list(dict.fromkeys(pid for _, pid in events))
+    assert first == [t.id for t in trees]  # started in start order
+    levels = {t.id: len(t.levels) for t in trees}
+    seen: dict[str, int] = {}
+    for _, pid in events:  # never more than 2 problems between their first and last depth
+        seen[pid] = seen.get(pid, 0) + 1
+        assert sum(0 < n < levels[q] or q == pid for q, n in seen.items()) <= 2
+    with pytest.raises(ValueError, match="needs the asynchronous vLLM policy"):
+        Replayer(type("Offline", (), {"engine": object(), "formatter": policy.formatter})(), 0).run_chains(trees, 2)
     assert policy._engine is None  # the offline engine was never started
