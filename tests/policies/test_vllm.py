@@ -201,6 +201,10 @@ def test_replay_of_a_transformers_run_generates_the_recorded_tokens(policy, tiny
     batch, bres = replay(tmp_path, policy, batch=True)
     assert bres.calls == 1 and batch["tokens_generated"] == summary["tokens_generated"]
     assert batch["requests_wrong_length"] == 0
+    with pytest.raises(ValueError, match="--batch and --chains exclude each other"):
+        replay(tmp_path, policy, batch=True, chains=True)
+    with pytest.raises(ValueError, match="chains replay needs the asynchronous vLLM policy"):
+        replay(tmp_path, policy, chains=True)  # the offline engine has no chains (test_vllm_async has them)
 
 
 def test_step_logprobs_off_samples_the_same_tokens_without_logprobs(policy):
