@@ -7,6 +7,7 @@
 #                                         # wall clock, vLLM's per-token logprob cost (bench/logprobs.py)
 #   bash bench/gpu_study.sh engine        # bench/engine.py: ETS vs REBASE, SmolLM2 bf16, 64 problems, W=16
 #                                         # (CONC=64 SCHEDULERS="lockstep async": all in flight, both)
+#   bash bench/gpu_study.sh frontend      # bench/frontend.py: front-end CPU per token, search's vs replay's requests
 #   bash bench/gpu_study.sh record        # synthetic ETS/REBASE runs at W=16/64/256 (CPU, for the replays)
 #   bash bench/gpu_study.sh replay34b h100 [GLOB]  # replay them on a Llemma-34B-shaped dummy, H100 80 GB
 #                                         # KV budget (GLOB: which runs, default synthetic_*)
@@ -27,7 +28,7 @@ PY=${PYTHON:-python3}
 DATA=${DATA:-.gpudata/gsm8k_test.jsonl}
 RUNS=${RUNS:-.gpudata/runs}
 GPU=(policy.dtype=bfloat16 policy.enforce_eager=false policy.cpu_kv_space_gb=null policy.block_size=16)
-stage=${1:?stage: selector | engine | record | replay34b | live}
+stage=${1:?stage: selector | engine | frontend | record | replay34b | live}
 shift
 mkdir -p "$RUNS"
 
@@ -77,6 +78,11 @@ engine)
       --selectors ${ROWS:-ets rebase} ${PROBE:+--embed-probe} ${BENCH:-} \
       --override "${GPU[@]}" ${EXTRA:-} 2>&1 | tee "$OUT/engine_${sch}_c$c.md"
   done
+  ;;
+frontend)
+  # The AsyncLLM front end's CPU per generated token for the search's requests vs the replay's.
+  VLLM_WORKER_MULTIPROC_METHOD=spawn $PY bench/frontend.py --prompts "${PROMPTS:-64}" --n 16 --max-tokens 48 \
+    --repeats 3 --data "$DATA" --out "$OUT/frontend.json" --override "${GPU[@]}" 2>&1 | tee "$OUT/frontend.md"
   ;;
 record)
   # The synthetic ETS-vs-REBASE runs (CPU, seconds to minutes) whose trees the replays send.
