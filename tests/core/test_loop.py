@@ -251,6 +251,25 @@ class ShuffledStream:
         return [(t, self.policy.generate(self.pending.pop(t))) for t in pick]
 
 
+class AllAtOnce(ShuffledStream):
+    """Every wait returns every submitted group (several problems per round); each submit
+    (its problem) and each wait (the children of every group it returns) go to ``events``."""
+
+    def __init__(self, policy, events: list[tuple[str, Any]]):
+        super().__init__(policy, 0, lambda: 0)
+        self.events = events
+
+    def submit(self, requests):
+        self.events.append(("submit", requests[0].problem.id))
+        return super().submit(requests)
+
+    def wait(self):
+        tickets = sorted(self.pending)
+        done = [(t, self.policy.generate(self.pending.pop(t))) for t in tickets]
+        self.events.append(("wait", [sum(len(g) for g in gens) for _, gens in done]))
+        return done
+
+
 @pytest.mark.parametrize("method", ["rebase", "beam_ets", "dvts", "ffs", "best_of_n"])
 def test_async_out_of_order_engine_gives_the_lockstep_records(method):
     from ets.rundir.run import build_search
@@ -309,18 +328,7 @@ def test_async_sends_each_problems_next_group_before_selecting_for_the_next_prob
     overrides = [*golden.WORLDS["synthetic"], *golden.METHODS["rebase"], "search.concurrency=4",
                  "search.scheduler=async"]
     search, dataset = build_search(golden.compose(*overrides))
-    events: list[tuple[str, str]] = []
-
-    class AllAtOnce(ShuffledStream):  # every wait returns every group: several per round
-        def submit(self, requests):
-            events.append(("submit", requests[0].problem.id))
-            return super().submit(requests)
-
-        def wait(self):
-            events.append(("wait", ""))
-            tickets = sorted(self.pending)
-            return [(t, self.policy.generate(self.pending.pop(t))) for t in tickets]
-
+    events: list[tuple[str, Any]] = []
     real_measure = search._measure_kv
 
     def measure(state):
@@ -328,7 +336,7 @@ def test_async_sends_each_problems_next_group_before_selecting_for_the_next_prob
         return real_measure(state)
 
     search._measure_kv = measure
-    search.policy = AllAtOnce(search.policy, 0, lambda: 0)
+    search.policy = AllAtOnce(search.policy, events)
     rows = golden.run_search(search, dataset, [])
     assert len(rows) == len(dataset.load())
     checked = 0
@@ -355,18 +363,6 @@ def test_async_scores_and_selects_the_groups_of_a_wait_in_chunks_of_round_chunk_
                  "search.scheduler=async", f"search.round_chunk={chunk}"]
     search, dataset = build_search(golden.compose(*overrides))
     events: list[tuple[str, Any]] = []
-
-    class AllAtOnce(ShuffledStream):  # every wait returns every group: several per round
-        def submit(self, requests):
-            events.append(("submit", requests[0].problem.id))
-            return super().submit(requests)
-
-        def wait(self):
-            tickets = sorted(self.pending)
-            done = [(t, self.policy.generate(self.pending.pop(t))) for t in tickets]
-            events.append(("wait", [sum(len(g) for g in gens) for _, gens in done]))
-            return done
-
     real_score = search.prm.score
 
     def score(children):
@@ -377,7 +373,7 @@ def test_async_scores_and_selects_the_groups_of_a_wait_in_chunks_of_round_chunk_
         return real_score(children)
 
     search.prm.score = score
-    search.policy = AllAtOnce(search.policy, 0, lambda: 0)
+    search.policy = AllAtOnce(search.policy, events)
     rows = golden.run_search(search, dataset, [])
     assert {r["id"]: r for r in rows} == {r["id"]: r for r in golden.load("synthetic", "rebase")}
 
