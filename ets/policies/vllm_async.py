@@ -76,14 +76,13 @@ class AsyncBatchEngine:
         return {}
 
     def generate(self, prompts: Sequence[Any], sampling: Sequence[Any]) -> list[Any]:
-        return self._policy._call(self.agenerate((prompts, sampling)))
+        return self._policy._call(self.agenerate(prompts, sampling))
 
-    async def agenerate(self, batch: tuple[Sequence[Any], Sequence[Any]]) -> list[Any]:
-        """``generate`` as a coroutine on the engine's loop: ``batch`` is (prompts, sampling
-        parameters); every request sent at once, final outputs gathered in order."""
+    async def agenerate(self, prompts: Sequence[Any], sampling: Sequence[Any]) -> list[Any]:
+        """``generate`` as a coroutine on the engine's loop: every request sent at once,
+        final outputs gathered in order."""
         from vllm.sampling_params import RequestOutputKind
 
-        prompts, sampling = batch
         engine = self.llm_engine
         base = uuid.uuid4().hex  # request ids unique across calls and engines of this policy
         for params in sampling:

@@ -253,7 +253,7 @@ class Replayer:
             async def depths() -> None:
                 for level in tree.levels:
                     prompts, params, keys = self._requests(by_id, level, steps, res)
-                    outs = await engine.agenerate(self._prompts_and_sampling(prompts, params)) if prompts else []
+                    outs = await engine.agenerate(*self._prompts_and_sampling(prompts, params)) if prompts else []
                     self._record(res, keys, params, [tuple(o.outputs[0].token_ids) for o in outs], steps)
             return depths
 
