@@ -183,10 +183,11 @@ def call_parts(embedder, texts: list[str], repeats: int = 9) -> dict[str, float]
     import torch
 
     model = embedder._model
-    prep = getattr(model, "preprocess", None) or getattr(model, "tokenize", None)
     if embedder.graphed:  # GraphedEncoder: the Rust tokenizer, then one graph replay
         prep, forward = embedder._graphed.tokenize, embedder._graphed.run
     else:
+        prep = getattr(model, "preprocess", None) or getattr(model, "tokenize", None)
+
         def forward(feats):
             feats = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in feats.items()}
             with torch.inference_mode():
@@ -331,7 +332,7 @@ def table(rows: list[dict]) -> str:
             + "|---" * 19 + "|")
     lines = [f"| {r['method']} | {r['accuracy']:.2f} | {r['tokens']} | {r['wall_s']:.1f} | {r['tok_s']:.1f} "
              f"| {r['bound_tok_s']:.1f} | {percent(r['tok_s'], r['bound_tok_s'])} "
-             f"| {r.get('chains_tok_s', 0.0):.1f} | {percent(r['tok_s'], r.get('chains_tok_s', 0.0))} "
+             f"| {r['chains_tok_s']:.1f} | {percent(r['tok_s'], r['chains_tok_s'])} "
              f"| {r['hit_rate']:.3f} | {r['radix_kv_problem']:.0f} | {r['radix_kv']:.0f} | {r['engine_kv']:.0f} "
              f"| {r['engine_kv_peak']:.0f} | {r['calls']} | {100 * r['outside']:.2f}% "
              f"| {100 * r['selector']:.2f}% ({100 * r['embed']:.2f}%) "

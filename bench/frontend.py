@@ -36,12 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("search", "search, no step logprob", "no stop strings", "replay")
 
 
-def requests(policy, prompts: int, n: int, max_tokens: int, data: Path) -> list[GenRequest]:
-    """The first ``prompts`` GSM8K questions as root requests of a search step."""
-    rows = [json.loads(line) for line in data.read_text().splitlines()[:prompts]]
+def requests(policy, problems: list[Problem], n: int, max_tokens: int) -> list[GenRequest]:
+    """The problems' root requests of a search step (the step delimiter as stop string)."""
     out = []
-    for i, row in enumerate(rows):
-        problem = Problem(str(i), row.get("question") or row.get("problem"), str(row.get("answer", "")))
+    for i, problem in enumerate(problems):
         prompt = policy.format_prompt(problem)
         out.append(GenRequest(problem, prompt.text, prompt.token_ids, n, max_tokens, [policy.step_delimiter], 1000 + i))
     return out
@@ -52,14 +50,17 @@ def shape(policy, variant: str, reqs: list[GenRequest], max_tokens: int) -> tupl
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
+    if variant.startswith("search"):  # the policy's own parameters, with or without the step logprob
+        before, policy.step_logprobs = policy.step_logprobs, variant == "search"
+        try:
+            return ([TokensPrompt(prompt_token_ids=list(r.context_ids)) for r in reqs],
+                    [policy._sampling_params(r, max_tokens) for r in reqs])
+        finally:
+            policy.step_logprobs = before
     prompts, params = [], []
     for req in reqs:
         prompt = TokensPrompt(prompt_token_ids=list(req.context_ids))
-        if variant in ("search", "search, no step logprob"):
-            policy.step_logprobs = variant == "search"
-            prompts.append(prompt)
-            params.append(policy._sampling_params(req, max_tokens))
-        elif variant == "no stop strings":
+        if variant == "no stop strings":
             prompts.append(prompt)
             params.append(SamplingParams(n=req.n, max_tokens=max_tokens, temperature=1.0, seed=req.seed))
         else:
@@ -67,7 +68,6 @@ def shape(policy, variant: str, reqs: list[GenRequest], max_tokens: int) -> tupl
                 prompts.append(prompt)
                 params.append(SamplingParams(n=1, max_tokens=max_tokens, temperature=1.0, seed=req.seed + i,
                                              detokenize=False))
-    policy.step_logprobs = True
     return prompts, params
 
 
@@ -88,11 +88,12 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["policy=smollm2_vllm",
                                            "policy._target_=ets.policies.vllm_async.AsyncVLLMPolicy",
-                                           *args.override])
+                                           "dataset=gsm8k", f"dataset.path={args.data}",
+                                           f"dataset.limit={args.prompts}", *args.override])
     policy = instantiate(cfg.policy, _convert_="partial")
     print(f"engine start: {policy.start_engine():.1f}s", flush=True)
     engine = policy.engine
-    reqs = requests(policy, args.prompts, args.n, args.max_tokens, Path(args.data))
+    reqs = requests(policy, instantiate(cfg.dataset).load(), args.n, args.max_tokens)
     engine.generate(*shape(policy, "replay", reqs[:1], 4))  # warm up
     totals = {v: {"tokens": 0, "cpu_s": 0.0, "wall_s": 0.0} for v in VARIANTS}
     for _ in range(args.repeats):

@@ -90,27 +90,21 @@ class AsyncBatchEngine:
         return list(await asyncio.gather(*(final_output(engine, p, sp, f"replay-{base}-{i}")
                                            for i, (p, sp) in enumerate(zip(prompts, sampling)))))
 
-    def run_chains(self, chains: Sequence[Callable[[], Awaitable[Any]]], concurrency: int) -> list[Any]:
+    def run_chains(self, chains: Sequence[Callable[[], Awaitable[None]]], concurrency: int) -> None:
         """Run coroutine functions on the engine's loop, ``concurrency`` at a time, started
-        in order (the next as soon as one ends: problems joining the pool); their results
-        in order. The chains replay (:meth:`ets.rundir.replay.Replayer.run_chains`)."""
+        in order (the next as soon as one ends: problems joining the pool). The chains
+        replay (:meth:`ets.rundir.replay.Replayer.run_chains`)."""
         self._policy._start()
+        pending = iter(chains)
 
-        async def one(make: Callable[[], Awaitable[Any]], slots: asyncio.Semaphore,
-                      turn: asyncio.Event, next_turn: asyncio.Event) -> Any:
-            await turn.wait()  # start order: chain i takes a slot only after chain i-1 has one
-            async with slots:
-                next_turn.set()
-                return await make()
+        async def worker() -> None:  # each free worker takes the next chain: start order kept
+            for make in pending:
+                await make()
 
-        async def every() -> list[Any]:
-            slots = asyncio.Semaphore(concurrency)
-            turns = [asyncio.Event() for _ in range(len(chains) + 1)]
-            turns[0].set()
-            return list(await asyncio.gather(*(one(c, slots, turns[i], turns[i + 1])
-                                               for i, c in enumerate(chains))))
+        async def every() -> None:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
 
-        return self._policy._call(every())
+        self._policy._call(every())
 
 
 class AsyncVLLMPolicy(VLLMPolicy):

@@ -254,7 +254,7 @@ class Replayer:
                 for level in tree.levels:
                     prompts, params, keys = self._requests(by_id, level, steps, res)
                     outs = await engine.agenerate(*self._prompts_and_sampling(prompts, params)) if prompts else []
-                    self._record(res, keys, params, [tuple(o.outputs[0].token_ids) for o in outs], steps)
+                    self._record(res, keys, params, self._token_ids(outs), steps)
             return depths
 
         start = time.perf_counter()
@@ -305,7 +305,11 @@ class Replayer:
 
     @classmethod
     def _generate(cls, engine: Any, prompts: list[list[int]], params: list[dict[str, Any]]) -> list[tuple[int, ...]]:
-        results = engine.generate(*cls._prompts_and_sampling(prompts, params))
+        return cls._token_ids(engine.generate(*cls._prompts_and_sampling(prompts, params)))
+
+    @staticmethod
+    def _token_ids(results: list[Any]) -> list[tuple[int, ...]]:
+        """The generated ids of each request's one completion."""
         return [tuple(r.outputs[0].token_ids) for r in results]
 
     @staticmethod
