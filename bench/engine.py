@@ -30,6 +30,10 @@ same requests (prompt lengths, prefix sharing, exact output lengths) replayed by
 with ``--scheduler async`` also the chains bound: each problem's steps replayed back to back
 with the search's concurrency (``python -m ets.replay --chains``), the search's dependencies
 without its work between steps, so that "of it" is the share the framework leaves.
+``--search-outputs`` replays both bounds again asking for what the search asks besides the
+tokens (``--outputs search``: the text, the step log-probability), so that the front end's
+cost of those outputs is in the bound too. Every method's decisions (``observe`` + the next
+``propose`` per problem and depth, a ``Selector``'s selection included) are timed as well.
 ``--out DIR`` writes ``engine.json`` and each method's ``problems.jsonl`` there.
 """
 
@@ -228,6 +232,38 @@ def timed(obj: object, method: str, totals: dict[str, float], calls: dict[str, l
     setattr(obj, method, wrapper)
 
 
+class DecisionTimer:
+    """Times every strategy's ``observe`` and ``propose`` of a search: a problem's decision
+    at a depth is its ``observe`` (the selection, for the methods on a ``Selector``) plus
+    the ``propose`` that follows it. Hooks the search's ``_start`` (each problem's new
+    strategy), not its factory, so the search's protocol checks of the factory (which
+    read attributes statically on Python >= 3.12) see what they saw before."""
+
+    def __init__(self, search) -> None:
+        self.per_strategy: list[dict[str, list[float]]] = []
+        start = search._start
+
+        def timed_start(problem):
+            state = start(problem)
+            calls: dict[str, list[float]] = {}
+            spent = {"observe": 0.0, "propose": 0.0}
+            for method in ("observe", "propose"):
+                timed(state.strategy, method, spent, calls)
+            self.per_strategy.append(calls)
+            return state
+
+        search._start = timed_start
+
+    def decisions(self) -> list[float]:
+        """Seconds of each (problem, depth) decision: ``observe`` + the next ``propose``."""
+        out = []
+        for calls in self.per_strategy:
+            proposes = calls.get("propose", [])
+            for k, seconds in enumerate(calls.get("observe", [])):
+                out.append(seconds + (proposes[k + 1] if k + 1 < len(proposes) else 0.0))
+        return out
+
+
 def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None) -> tuple[dict, object, object]:
     search, dataset = build_search(compose_cfg(args, selector))
     own_embedder = any(o.startswith("selector.embedder.") for o in split_variant(selector)[1])
@@ -252,6 +288,7 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
     for obj, method in ((search.selector, "prepare"), (search.selector, "select"), (search.prm, "score")):
         if callable(getattr(obj, method, None)):  # prepare: ETS embeds all step texts of a depth
             timed(obj, method, parts, per_call)
+    strategies = DecisionTimer(search)  # every method's decisions, Selector or not
     start = time.perf_counter()
     if args.profile:  # cProfile of the search (on Python >= 3.12 it hears every thread)
         import cProfile
@@ -280,12 +317,18 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
     embed_share = parts["prepare"] / len(selects) if selects else 0.0
     # the batch replay on the engine the search used (the async policy's AsyncLLM included)
     bound = engine_bound(args, search.policy, records, selector) if args.bound else {}
+    decisions = sorted(strategies.decisions())
     return {
+        "decide_ms_median": 1e3 * statistics.median(decisions) if decisions else 0.0,
+        "decide_ms_p95": 1e3 * decisions[int(0.95 * (len(decisions) - 1))] if decisions else 0.0,
+        "decisions": len(decisions),
         "engine_start_s": engine_start, "select_ms_median": 1e3 * statistics.median(selects) if selects else 0.0,
         "select_ms_p95": 1e3 * sorted(selects)[int(0.95 * (len(selects) - 1))] if selects else 0.0,
         "embed_ms_per_select": 1e3 * embed_share,
         "selections": len(selects), "bound_tok_s": bound.get("tokens_per_s", 0.0),
         "chains_tok_s": bound.get("chains", {}).get("tokens_per_s", 0.0),
+        "bound_so_tok_s": bound.get("search_outputs", {}).get("tokens_per_s", 0.0),
+        "chains_so_tok_s": bound.get("search_outputs", {}).get("chains", {}).get("tokens_per_s", 0.0),
         "bound": bound, "engine_s": in_engine,
         "method": f"{selector} ({args.scheduler})", "accuracy": summary["accuracy"]["weighted_majority"],
         "tokens": summary["tokens_generated"], "wall_s": wall, "tok_s": summary["tokens_generated"] / wall,
@@ -315,6 +358,14 @@ def engine_bound(args: argparse.Namespace, policy, records: list[dict], selector
     if args.scheduler == "async":  # the same dependencies as the search, no search work between steps
         policy.engine.llm.reset_prefix_cache()
         summary["chains"] = Replayer(policy, args.seed).run_chains(trees, concurrency).summary()
+    if args.search_outputs:  # both again, asking for the search's outputs (text, step logprob)
+        policy.engine.llm.reset_prefix_cache()
+        summary["search_outputs"] = Replayer(policy, args.seed, "search").run(
+            trees, schedule(trees, concurrency), batch=True).summary()
+        if args.scheduler == "async":
+            policy.engine.llm.reset_prefix_cache()
+            summary["search_outputs"]["chains"] = Replayer(policy, args.seed, "search").run_chains(
+                trees, concurrency).summary()
     return summary
 
 
@@ -328,15 +379,21 @@ def table(rows: list[dict]) -> str:
             "| chains bound tok/s | of it "
             "| prefix hit rate | radix KV / problem "
             "| radix KV, all in flight | engine KV mean | engine KV peak | depth calls | outside engine "
-            "| of which selector (embedding) | of which PRM | selection ms / problem-depth (median, p95; + embedding) |\n"
-            + "|---" * 19 + "|")
+            "| of which selector (embedding) | of which PRM | selection ms / problem-depth (median, p95; + embedding) "
+            "| decision ms / problem-depth (median, p95) "
+            "| bounds with the search's outputs tok/s (batch, chains) | of them |\n"
+            + "|---" * 22 + "|")
     lines = [f"| {r['method']} | {r['accuracy']:.2f} | {r['tokens']} | {r['wall_s']:.1f} | {r['tok_s']:.1f} "
              f"| {r['bound_tok_s']:.1f} | {percent(r['tok_s'], r['bound_tok_s'])} "
              f"| {r['chains_tok_s']:.1f} | {percent(r['tok_s'], r['chains_tok_s'])} "
              f"| {r['hit_rate']:.3f} | {r['radix_kv_problem']:.0f} | {r['radix_kv']:.0f} | {r['engine_kv']:.0f} "
              f"| {r['engine_kv_peak']:.0f} | {r['calls']} | {100 * r['outside']:.2f}% "
              f"| {100 * r['selector']:.2f}% ({100 * r['embed']:.2f}%) "
-             f"| {100 * r['prm']:.2f}% | {r['select_ms_median']:.3f}, {r['select_ms_p95']:.3f}; +{r['embed_ms_per_select']:.3f} |" for r in rows]
+             f"| {100 * r['prm']:.2f}% | {r['select_ms_median']:.3f}, {r['select_ms_p95']:.3f}; +{r['embed_ms_per_select']:.3f} "
+             f"| {r['decide_ms_median']:.3f}, {r['decide_ms_p95']:.3f} "
+             f"| {r['bound_so_tok_s']:.1f}, {r['chains_so_tok_s']:.1f} "
+             f"| {percent(r['tok_s'], r['bound_so_tok_s'])}, {percent(r['tok_s'], r['chains_so_tok_s'])} |"
+             for r in rows]
     return "\n".join([head, *lines])
 
 
@@ -370,6 +427,9 @@ def main() -> None:
     parser.add_argument("--switch-interval-ms", type=float,
                         help="Python's GIL switch interval for the run (default 5 ms): under async "
                              "the search thread shares the GIL with vLLM's output handler")
+    parser.add_argument("--search-outputs", action="store_true",
+                        help="also replay the bounds asking for the search's outputs (detokenized "
+                             "text, the step log-probability: python -m ets.replay --outputs search)")
     parser.add_argument("--out", help="folder for engine.json and each method's problems.jsonl")
     args = parser.parse_args()
     if args.switch_interval_ms:
@@ -384,9 +444,13 @@ def main() -> None:
         bound = f", {percent(row['tok_s'], row['bound_tok_s'])} of bound" if row["bound_tok_s"] else ""
         if row["chains_tok_s"]:
             bound += f", {percent(row['tok_s'], row['chains_tok_s'])} of the chains bound"
+        for key, name in (("bound_so_tok_s", "bound"), ("chains_so_tok_s", "chains bound")):
+            if row[key]:
+                bound += f", {percent(row['tok_s'], row[key])} of the {name} with the search's outputs ({row[key]:.0f})"
         # each row as soon as it is measured (and engine.json so far): a run cut short keeps them
         print(f"{selector}: done in {row['wall_s']:.0f}s, {row['tok_s']:.0f} tok/s{bound}, "
-              f"outside engine {100 * row['outside']:.2f}%, embedding {100 * row['embed']:.2f}%", flush=True)
+              f"outside engine {100 * row['outside']:.2f}%, embedding {100 * row['embed']:.2f}%, "
+              f"decision {row['decide_ms_median']:.3f} ms median", flush=True)
         write_json(args, rows)
     if callable(getattr(policy, "close", None)):
         policy.close()

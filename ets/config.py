@@ -68,6 +68,8 @@ class SearchConf:
     scheduler: str = choice("lockstep", "async", default="async")
     # async: groups back from one wait are scored/selected in chunks of >= this many children
     round_chunk: int = num(64, ge=0)
+    # Python's GIL switch interval (ms) while the search runs; null: leave Python's (5 ms)
+    switch_interval_ms: float | None = num(None, gt=0)
 
 
 #: Transition only: schemas still declared the old way, ``{group: {name: dataclass}}``.

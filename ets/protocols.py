@@ -234,9 +234,12 @@ class UsesStepLogprobs(Protocol):
 @runtime_checkable
 class StepLogprobSwitch(Protocol):
     """A policy whose step log-probabilities can be switched off (``policy.step_logprobs``):
-    then every ``Generation.logprob`` is 0.0."""
+    then every ``Generation.logprob`` is 0.0. ``None`` (auto): the search says, through
+    :meth:`need_step_logprobs`, whether its PRM or strategies read them."""
 
-    step_logprobs: bool
+    step_logprobs: bool | None
+
+    def need_step_logprobs(self, needed: bool) -> None: ...
 
 
 @runtime_checkable

@@ -36,3 +36,32 @@ def test_row_overrides_replace_the_common_ones_and_selector_keys_stay_with_ets()
 def test_probe_texts_are_new_every_call():
     a, b = probe_texts(1), probe_texts(2)
     assert len(a) == len(set(a)) == 64 and not set(a) & set(b)
+
+
+def test_decision_timer_pairs_each_observe_with_the_next_propose():
+    """A decision at a depth = that depth's ``observe`` + the ``propose`` after it (the
+    first propose, before anything was observed, is no decision; the last observe has
+    no propose after it)."""
+    from bench.engine import DecisionTimer
+
+    timer = DecisionTimer.__new__(DecisionTimer)
+    timer.per_strategy = [{"propose": [1.0, 2.0, 3.0], "observe": [10.0, 20.0, 30.0]},
+                          {"propose": [5.0], "observe": [7.0]}]
+    assert timer.decisions() == [12.0, 23.0, 30.0, 7.0]
+
+
+def test_decision_timer_sees_every_strategy_and_changes_no_record():
+    """Hooked into a real search (synthetic world, ETS with its embedder and CP-SAT): one
+    decision per problem and depth, and the records are the golden ones."""
+    from bench.engine import DecisionTimer
+    from ets.rundir.run import build_search
+    from tests.core import golden
+
+    search, dataset = build_search(golden.compose(*golden.WORLDS["synthetic"], *golden.METHODS["ets"]))
+    timer = DecisionTimer(search)
+    rows = golden.run_search(search, dataset, [])
+    assert {r["id"]: r for r in rows} == {r["id"]: r for r in golden.load("synthetic", "ets")}
+    assert len(timer.per_strategy) == len(rows)
+    assert len(timer.decisions()) == sum(len(c["observe"]) for c in timer.per_strategy) > len(rows)
+    # the strategy proposes once more than it observes, unless it stopped after observing
+    assert all(len(c["propose"]) in (len(c["observe"]), len(c["observe"]) + 1) for c in timer.per_strategy)

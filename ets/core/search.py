@@ -29,6 +29,7 @@ problem (their order in ``problems.jsonl`` may differ; ``run`` keys them by id).
 from __future__ import annotations
 
 import random
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -126,6 +127,10 @@ class Search:
             On an H200 (README "Performance on a GPU") the engine was idle 0.4-1.6% of
             an async ETS search with chunks; with the CUDA-graph embedder, 0 and 64 were
             within run-to-run noise of each other.
+        switch_interval_ms: Python's GIL switch interval while :meth:`run` runs (restored
+            after); ``None`` leaves it. Under async the search thread shares the GIL with
+            vLLM's output handler; CP-SAT and the embedder release it and, at Python's
+            5 ms, can wait up to that long to get it back.
         finisher: Finish classification; default: the policy's markers and step tag
             (:func:`ets.core.finish.from_policy`).
         max_nodes: Generated nodes per problem a strategy may spend; default
@@ -139,7 +144,7 @@ class Search:
         kv: KVAccounting, grader: Grader, *, width: int, max_depth: int, max_tokens: int,
         seed: int = 0, concurrency: int = 8, aggregation: str = "last", scheduler: str = "async",
         finisher: FinishClassifier | None = None, max_nodes: int | None = None,
-        round_chunk: int = 64,
+        round_chunk: int = 64, switch_interval_ms: float | None = None,
     ) -> None:
         if scheduler not in SCHEDULERS:
             raise ValueError(f"search.scheduler={scheduler!r} is invalid; allowed: {', '.join(SCHEDULERS)}")
@@ -155,13 +160,19 @@ class Search:
         if round_chunk < 0:
             raise ValueError(f"search.round_chunk={round_chunk} is invalid: use 0 (no chunks) or more")
         self.round_chunk = round_chunk
+        if switch_interval_ms is not None and not switch_interval_ms > 0:
+            raise ValueError(f"search.switch_interval_ms={switch_interval_ms} is invalid: use null or > 0")
+        self.switch_interval_ms = switch_interval_ms
         self.finisher = finisher or from_policy(policy, max_tokens, max_depth)
-        if isinstance(policy, StepLogprobSwitch) and not policy.step_logprobs:
-            for key, part in (("prm", prm), ("selector", strategies)):
-                if isinstance(part, UsesStepLogprobs) and part.uses_step_logprobs:
-                    raise ValueError(
-                        f"policy.step_logprobs=false, but {key} {type(part).__name__} reads the "
-                        "policy's step log-probabilities: set policy.step_logprobs=true")
+        if isinstance(policy, StepLogprobSwitch):
+            readers = [(key, part) for key, part in (("prm", prm), ("selector", strategies))
+                       if isinstance(part, UsesStepLogprobs) and part.uses_step_logprobs]
+            if policy.step_logprobs is False and readers:
+                key, part = readers[0]
+                raise ValueError(
+                    f"policy.step_logprobs=false, but {key} {type(part).__name__} reads the "
+                    "policy's step log-probabilities: set policy.step_logprobs=true (or null: auto)")
+            policy.need_step_logprobs(bool(readers))  # what auto (null) asks the engine for
         if max_nodes is None and isinstance(strategies, HasNodeBudget):
             max_nodes = strategies.node_budget(width, max_depth)
         self.budget = Budget(width, max_depth, max_tokens, max_nodes or 2 * width * max_depth)
@@ -180,7 +191,13 @@ class Search:
     ) -> SearchCounters:
         """Search every problem; ``on_result`` gets each problem's record as it finishes."""
         loop = self._run_lockstep if self.scheduler == "lockstep" else self._run_async
-        loop(iter(problems), on_result, on_depth)
+        before = sys.getswitchinterval()
+        if self.switch_interval_ms is not None:
+            sys.setswitchinterval(self.switch_interval_ms / 1e3)
+        try:
+            loop(iter(problems), on_result, on_depth)
+        finally:
+            sys.setswitchinterval(before)
         return self.counters
 
     # -- schedulers ----------------------------------------------------------------------

@@ -319,7 +319,9 @@ class VLLMPolicy:
             logprob arrays, which its output handler otherwise decodes in this process
             (~20% of an async ETS search's CPU time on an H200). Only for PRMs and
             selectors that do not read it (the search refuses ``prm=logprob`` and
-            ``selector=mcts_puct`` with it off).
+            ``selector=mcts_puct`` with it off). ``None`` (the default): on exactly when
+            the search's PRM or strategies read it (``need_step_logprobs``; on outside a
+            search).
         device, batch_size: Keys of the transformers policy, accepted and ignored so that
             its presets can switch engines (``policy._target_=ets.policies.vllm.VLLMPolicy``).
     """
@@ -335,7 +337,7 @@ class VLLMPolicy:
         chat_template_kwargs: dict[str, Any] | None = None, response_prefix: str = "",
         temperature: float = 1.0, top_p: float = 1.0, step_delimiter: str = "\n\n",
         answer_markers: Sequence[str] = ("boxed", "The answer is"), device: str | None = None,
-        batch_size: int | None = None, step_logprobs: bool = True,
+        batch_size: int | None = None, step_logprobs: bool | None = None,
     ) -> None:
         self.model, self.revision, self.max_model_len = model, revision, max_model_len
         self.env = engine_env(cpu_kv_space_gb, in_process)
@@ -353,6 +355,7 @@ class VLLMPolicy:
         self._engine: Engine | None = None
         self.step_logprob_only = True  # False: vLLM's full per-token logprobs (the old path)
         self.step_logprobs = step_logprobs  # :class:`ets.protocols.StepLogprobSwitch`
+        self._logprobs_needed = True  # what None (auto) means until a search says otherwise
         self._base: dict[str, float] = {}
         self._last_kv = (0.0, 0.0)
         self.stats = {"generate_calls": 0, "generate_s": 0.0, "requests": 0, "request_cached_tokens": 0.0,
@@ -457,12 +460,23 @@ class VLLMPolicy:
 
         # The step's log-probability is all the search uses: skip vLLM's per-token logprob
         # work in its output processor (see install_step_logprob_only).
-        if self.step_logprobs and self.step_logprob_only and install_step_logprob_only():
+        logprobs = self.wants_step_logprobs
+        if logprobs and self.step_logprob_only and install_step_logprob_only():
             kwargs["extra_args"] = {STEP_LOGPROB_ONLY: True}
         return SamplingParams(
             n=1 if self._greedy(req) else req.n, max_tokens=room, stop=list(req.stop) or None,
             include_stop_str_in_output=True, temperature=self._temperature(req), top_p=self.top_p,
-            seed=req.seed, logprobs=0 if self.step_logprobs else None, **kwargs)
+            seed=req.seed, logprobs=0 if logprobs else None, **kwargs)
+
+    def need_step_logprobs(self, needed: bool) -> None:
+        """The search's word on whether anything reads ``Generation.logprob`` (what
+        ``step_logprobs=None`` follows; an explicit true/false wins)."""
+        self._logprobs_needed = needed
+
+    @property
+    def wants_step_logprobs(self) -> bool:
+        """Whether requests ask vLLM for the step log-probability now."""
+        return self._logprobs_needed if self.step_logprobs is None else bool(self.step_logprobs)
 
     def _temperature(self, req: GenRequest) -> float:
         return self.temperature if req.temperature is None else req.temperature
@@ -529,4 +543,4 @@ class VLLMPolicyConf(PromptedPolicyConf):
     in_process: bool | None  # True: engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # any other vllm.LLM keyword
     share_engine: bool  # runs in one process reuse an engine with the same settings
-    step_logprobs: bool  # false: no per-token logprobs from vLLM (faster); not with prm=logprob / mcts_puct
+    step_logprobs: bool | None  # null (auto): on iff the PRM/selector reads them; false: none from vLLM (faster)

@@ -2,6 +2,7 @@
 
     python -m ets.replay RUN_DIR [hydra overrides] [--out FILE] [--concurrency N]
                          [--kv-blocks N] [--kv-gb X] [--batch | --chains] [--limit N]
+                         [--outputs plain|search]
 
 The trees in ``RUN_DIR/problems.jsonl`` say which node was expanded into how many
 children at every depth of every problem, and how many tokens each child has. The replay
@@ -18,6 +19,12 @@ vLLM's random weights from a bare ``config.json`` (``policy.engine_kwargs.load_f
 ``--batch`` instead sends every request of the run at once, as one plain batch job: the
 same prompts lengths, output lengths and prefix sharing (ancestors' tokens are fixed
 random ids per node), without the search's depth barriers: the raw engine bound.
+
+``--outputs search`` asks for what the search asked of the engine besides the tokens: the
+detokenized text and, where the search read them, the step log-probabilities (vLLM's
+``logprobs=0``, summed in the front end as :class:`~ets.policies.vllm.VLLMPolicy` does).
+The default, ``plain``, asks for token ids only. The difference is the front end's work
+per generated token for those outputs, in this process (``bench/frontend.py``).
 
 ``--chains`` (the asynchronous vLLM policy only) sends each problem's depths one after
 another, each as soon as that problem's previous depth is back, with up to
@@ -46,6 +53,8 @@ from typing import Any
 from ets.core.search import request_seed
 
 ROOT = Path(__file__).resolve().parents[2]
+#: What a replay's requests ask for besides the tokens (module docstring, ``--outputs``).
+OUTPUTS = ("plain", "search")
 log = logging.getLogger("ets.rundir.replay")
 
 
@@ -168,8 +177,10 @@ class ReplayResult:
 class Replayer:
     """Sends a recorded workload to the engine of a :class:`~ets.policies.vllm.VLLMPolicy`."""
 
-    def __init__(self, policy: Any, seed: int = 0) -> None:
-        self.policy, self.seed = policy, seed
+    def __init__(self, policy: Any, seed: int = 0, outputs: str = "plain") -> None:
+        if outputs not in OUTPUTS:
+            raise ValueError(f"outputs={outputs!r} is invalid; allowed: {', '.join(OUTPUTS)}")
+        self.policy, self.seed, self.outputs = policy, seed, outputs
         self.tokenizer = policy.formatter.tokenizer
         self._prompts: dict[str, list[int]] = {}
         self._vocab: int | None = None
@@ -295,17 +306,31 @@ class Replayer:
             if steps is not None:
                 steps[key] = ids
 
-    @staticmethod
-    def _prompts_and_sampling(prompts: list[list[int]], params: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    def output_options(self) -> dict[str, Any]:
+        """The ``SamplingParams`` keys of ``self.outputs``: token ids only (``plain``), or
+        the text and, where the policy asks for them now, the step log-probabilities the
+        way the policy asks (``search``)."""
+        if self.outputs == "plain":
+            return {"detokenize": False}
+        from ets.policies.vllm import STEP_LOGPROB_ONLY, install_step_logprob_only
+
+        options: dict[str, Any] = {"detokenize": True}
+        if getattr(self.policy, "wants_step_logprobs", False):
+            options["logprobs"] = 0
+            if getattr(self.policy, "step_logprob_only", False) and install_step_logprob_only():
+                options["extra_args"] = {STEP_LOGPROB_ONLY: True}
+        return options
+
+    def _prompts_and_sampling(self, prompts: list[list[int]], params: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        options = self.output_options()
         return ([TokensPrompt(prompt_token_ids=p) for p in prompts],
-                [SamplingParams(n=1, temperature=1.0, ignore_eos=True, detokenize=False, **p) for p in params])
+                [SamplingParams(n=1, temperature=1.0, ignore_eos=True, **options, **p) for p in params])
 
-    @classmethod
-    def _generate(cls, engine: Any, prompts: list[list[int]], params: list[dict[str, Any]]) -> list[tuple[int, ...]]:
-        return cls._token_ids(engine.generate(*cls._prompts_and_sampling(prompts, params)))
+    def _generate(self, engine: Any, prompts: list[list[int]], params: list[dict[str, Any]]) -> list[tuple[int, ...]]:
+        return self._token_ids(engine.generate(*self._prompts_and_sampling(prompts, params)))
 
     @staticmethod
     def _token_ids(results: list[Any]) -> list[tuple[int, ...]]:
@@ -325,6 +350,26 @@ def recorded_config(run_dir: Path) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # type: ignore[return-value]
+
+
+def recorded_step_logprobs(run_dir: Path) -> bool | None:
+    """Whether the recorded search asked vLLM for step log-probabilities: its explicit
+    ``policy.step_logprobs``, else whether its PRM or selector class reads them
+    (``uses_step_logprobs``, what the search's auto setting follows); ``None`` without a
+    recorded config."""
+    cfg = recorded_config(run_dir)
+    if not cfg:
+        return None
+    explicit = cfg.get("policy", {}).get("step_logprobs")
+    if explicit is not None:
+        return bool(explicit)
+    from hydra.utils import get_class
+
+    for group in ("prm", "selector"):
+        target = cfg.get(group, {}).get("_target_")
+        if target and getattr(get_class(target), "uses_step_logprobs", False):
+            return True
+    return False
 
 
 def build_policy(run_dir: Path, overrides: Sequence[str], kv_blocks: int | None = None,
@@ -373,7 +418,8 @@ def format_result(s: dict[str, Any]) -> str:
 
 
 def replay(run_dir: Path, policy: Any, concurrency: int | None = None, batch: bool = False,
-           limit: int | None = None, seed: int = 0, chains: bool = False) -> tuple[dict[str, Any], ReplayResult]:
+           limit: int | None = None, seed: int = 0, chains: bool = False,
+           outputs: str = "plain") -> tuple[dict[str, Any], ReplayResult]:
     """Replay ``run_dir`` on ``policy``'s engine; returns (summary, details)."""
     if batch and chains:
         raise ValueError("--batch and --chains exclude each other")
@@ -381,13 +427,18 @@ def replay(run_dir: Path, policy: Any, concurrency: int | None = None, batch: bo
     if concurrency is None:
         concurrency = int(recorded_config(run_dir).get("search", {}).get("concurrency", 8))
     start_s = policy.start_engine()
-    replayer = Replayer(policy, seed)
+    if outputs == "search" and callable(getattr(policy, "need_step_logprobs", None)):
+        recorded = recorded_step_logprobs(run_dir)
+        if recorded is not None:  # ask for the step log-probabilities where the search did
+            policy.need_step_logprobs(recorded)
+    replayer = Replayer(policy, seed, outputs)
     if chains:
         res = replayer.run_chains(trees, concurrency)
     else:
         res = replayer.run(trees, schedule(trees, concurrency), batch=batch)
     out = {"run_dir": str(run_dir), "problems": len(trees), "concurrency": concurrency,
-           "mode": "batch" if batch else "chains" if chains else "search", "model": str(policy.model),
+           "mode": "batch" if batch else "chains" if chains else "search", "outputs": outputs,
+           "model": str(policy.model),
            "engine_start_s": start_s, "kv_capacity_tokens": float(policy.engine.kv_capacity),
            **res.summary()}
     return out, res
@@ -405,11 +456,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--chains", action="store_true",
                     help="each problem's depths back to back, no search work between them "
                          "(async vLLM policy only: policy._target_=ets.policies.vllm_async.AsyncVLLMPolicy)")
+    ap.add_argument("--outputs", choices=OUTPUTS, default="plain",
+                    help="plain: token ids only; search: also the text and (where the recorded "
+                         "search read them) the step log-probabilities, as the search asked")
     ap.add_argument("--limit", type=int, help="replay only the first N problems")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     policy = build_policy(args.run_dir, args.overrides, args.kv_blocks, args.kv_gb)
-    summary, _ = replay(args.run_dir, policy, args.concurrency, args.batch, args.limit, args.seed, args.chains)
+    summary, _ = replay(args.run_dir, policy, args.concurrency, args.batch, args.limit, args.seed, args.chains,
+                        args.outputs)
     out = args.out or args.run_dir / "replay.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(format_result(summary))

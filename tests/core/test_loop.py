@@ -405,3 +405,31 @@ def test_async_scores_and_selects_the_groups_of_a_wait_in_chunks_of_round_chunk_
         assert split > 3  # the cases where chunks matter did occur
     if chunk == 0:
         assert split == 0
+
+
+def test_switch_interval_is_set_while_the_search_runs_and_restored_after():
+    """search.switch_interval_ms: the PRM (called from the search thread) sees the
+    configured GIL switch interval; Python's own is back once the run ends; null leaves
+    it; 0 fails at composition naming the key."""
+    import sys
+
+    from ets.config import ConfigError, validate
+    from ets.rundir.run import build_search
+
+    before = sys.getswitchinterval()
+    for value, expected in (("0.5", 0.0005), ("null", before)):
+        search, dataset = build_search(golden.compose(*golden.WORLDS["synthetic"], *golden.METHODS["rebase"],
+                                                      f"search.switch_interval_ms={value}"))
+        seen: list[float] = []
+        real_score = search.prm.score
+
+        def score(children, real_score=real_score, seen=seen):
+            seen.append(sys.getswitchinterval())
+            return real_score(children)
+
+        search.prm.score = score
+        golden.run_search(search, dataset, [])
+        assert seen and all(abs(s - expected) < 1e-9 for s in seen)
+        assert sys.getswitchinterval() == before
+    with pytest.raises(ConfigError, match=r"search\.switch_interval_ms=0\.0 is invalid: must be > 0"):
+        validate(golden.compose(*golden.WORLDS["synthetic"], "search.switch_interval_ms=0"))

@@ -201,6 +201,24 @@ def test_replay_of_a_transformers_run_generates_the_recorded_tokens(policy, tiny
     batch, bres = replay(tmp_path, policy, batch=True)
     assert bres.calls == 1 and batch["tokens_generated"] == summary["tokens_generated"]
     assert batch["requests_wrong_length"] == 0
+    # --outputs search: the same tokens, now with the text and the step log-probability
+    from ets.policies.vllm import STEP_LOGPROB_ONLY
+    from ets.rundir.replay import Replayer, recorded_step_logprobs
+
+    assert recorded_step_logprobs(tmp_path) is True  # recorded with prm=logprob
+    same, sres = replay(tmp_path, policy, outputs="search")
+    assert same["outputs"] == "search" and summary["outputs"] == "plain"
+    assert sres.generated == res.generated and same["requests_wrong_length"] == 0
+    plain, searchlike = Replayer(policy, 0), Replayer(policy, 0, "search")
+    assert plain.output_options() == {"detokenize": False}
+    assert searchlike.output_options() == {"detokenize": True, "logprobs": 0, "extra_args": {STEP_LOGPROB_ONLY: True}}
+    ctx = list(res.contexts[next(iter(res.generated))])
+    for replayer, has_outputs in ((plain, False), (searchlike, True)):
+        [out] = policy.engine.generate(*replayer._prompts_and_sampling([ctx], [dict(max_tokens=5, min_tokens=5, seed=3)]))
+        assert (out.outputs[0].text != "") is has_outputs
+        assert (out.outputs[0].cumulative_logprob is not None) is has_outputs
+    with pytest.raises(ValueError, match="outputs='x' is invalid; allowed: plain, search"):
+        Replayer(policy, 0, "x")
     with pytest.raises(ValueError, match="--batch and --chains exclude each other"):
         replay(tmp_path, policy, batch=True, chains=True)
     with pytest.raises(ValueError, match="chains replay needs the asynchronous vLLM policy"):
@@ -238,6 +256,24 @@ def test_the_search_refuses_step_logprobs_off_where_they_are_read():
     assert search.policy.step_logprobs is False
 
 
+@pytest.mark.parametrize(("extra", "asked"), [
+    (["prm=synthetic"], False),                         # nothing reads them: none asked for
+    (["prm=logprob"], True),                            # the logprob PRM reads them
+    (["prm=synthetic", "selector=mcts_puct"], True),    # MCTS-PUCT's priors read them
+    (["prm=synthetic", "policy.step_logprobs=true"], True),   # explicit wins
+])
+def test_step_logprobs_default_asks_vllm_for_them_only_where_the_search_reads_them(extra, asked):
+    """policy.step_logprobs=null (the default): the search tells the policy whether its PRM
+    or selector reads Node.logprob, and the requests carry ``logprobs=0`` exactly then."""
+    from ets.rundir.run import build_search
+    from tests.core import golden
+
+    search, _ = build_search(golden.compose("policy=smollm2_vllm", "dataset=demo", *extra))
+    assert search.policy.wants_step_logprobs is asked
+    params = search.policy._sampling_params(GenRequest(Problem("p", "q", "a"), "x", (1, 2), 2, 4, ["\n\n"], 0), 4)
+    assert params.logprobs == (0 if asked else None)
+
+
 def test_greedy_requests_with_several_children_get_that_one_continuation(policy):
     """vLLM refuses greedy sampling with n > 1; the policy sends n = 1 and gives the
     request's n children that continuation (what greedy decoding means)."""
@@ -250,3 +286,18 @@ def test_greedy_requests_with_several_children_get_that_one_continuation(policy)
     assert len({id(k) for k in kids}) == 3  # separate objects (finish reasons are set per child)
     sampled = policy.generate([replace(three, temperature=1.0)])[0]
     assert len({g.token_ids for g in sampled}) > 1  # sampling still gives n draws
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ("prm: {_target_: ets.prms.logprob.LogprobPRM}\nselector: {_target_: ets.selectors.rebase.RebaseSelector}\n", True),
+    ("prm: {_target_: ets.prms.synthetic.SyntheticPRM}\nselector: {_target_: ets.selectors.rebase.RebaseSelector}\n", False),
+    ("prm: {_target_: ets.prms.synthetic.SyntheticPRM}\nselector: {_target_: ets.selectors.mcts_puct.MCTSPUCTStrategies}\n", True),
+    ("policy: {step_logprobs: false}\nprm: {_target_: ets.prms.logprob.LogprobPRM}\n", False),
+    (None, None),
+])
+def test_replay_reads_whether_the_recorded_search_asked_for_step_logprobs(tmp_path, config, expected):
+    from ets.rundir.replay import recorded_step_logprobs
+
+    if config is not None:
+        (tmp_path / "config.yaml").write_text(config)
+    assert recorded_step_logprobs(tmp_path) is expected
