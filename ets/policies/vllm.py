@@ -322,9 +322,15 @@ class VLLMPolicy:
             ``selector=mcts_puct`` with it off). ``None`` (the default): on exactly when
             the search's PRM or strategies read it (``need_step_logprobs``; on outside a
             search).
+        frontend_process: The asynchronous policy only: run vLLM's ``AsyncLLM`` (and its
+            output handler, which decodes every engine step) in a child process, so that
+            its per-token work does not hold this process's GIL
+            (:mod:`ets.policies.vllm_frontend`).
         device, batch_size: Keys of the transformers policy, accepted and ignored so that
             its presets can switch engines (``policy._target_=ets.policies.vllm.VLLMPolicy``).
     """
+
+    _frontend_process_ok = False  # True on the asynchronous policy (frontend_process)
 
     def __init__(
         self, model: str, tokenizer: str | None = None, revision: str | None = None,
@@ -337,8 +343,12 @@ class VLLMPolicy:
         chat_template_kwargs: dict[str, Any] | None = None, response_prefix: str = "",
         temperature: float = 1.0, top_p: float = 1.0, step_delimiter: str = "\n\n",
         answer_markers: Sequence[str] = ("boxed", "The answer is"), device: str | None = None,
-        batch_size: int | None = None, step_logprobs: bool | None = None,
+        batch_size: int | None = None, step_logprobs: bool | None = None, frontend_process: bool = False,
     ) -> None:
+        if frontend_process and not self._frontend_process_ok:
+            raise ValueError("policy.frontend_process=true needs the asynchronous vLLM policy: "
+                             "policy._target_=ets.policies.vllm_async.AsyncVLLMPolicy")
+        self.frontend_process = frontend_process
         self.model, self.revision, self.max_model_len = model, revision, max_model_len
         self.env = engine_env(cpu_kv_space_gb, in_process)
         self.options = {
@@ -543,4 +553,5 @@ class VLLMPolicyConf(PromptedPolicyConf):
     in_process: bool | None  # True: engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # any other vllm.LLM keyword
     share_engine: bool  # runs in one process reuse an engine with the same settings
+    frontend_process: bool  # async policy only: AsyncLLM's front end in a child process (GIL)
     step_logprobs: bool | None  # null (auto): on iff the PRM/selector reads them; false: none from vLLM (faster)

@@ -83,12 +83,12 @@ class AsyncBatchEngine:
         final outputs gathered in order."""
         from vllm.sampling_params import RequestOutputKind
 
-        engine = self.llm_engine
+        self._policy._start()
         base = uuid.uuid4().hex  # request ids unique across calls and engines of this policy
         for params in sampling:
             params.output_kind = RequestOutputKind.FINAL_ONLY
-        return list(await asyncio.gather(*(final_output(engine, p, sp, f"replay-{base}-{i}")
-                                           for i, (p, sp) in enumerate(zip(prompts, sampling)))))
+        return await self._policy._outputs([(p, sp, f"replay-{base}-{i}")
+                                            for i, (p, sp) in enumerate(zip(prompts, sampling))])
 
     def run_chains(self, chains: Sequence[Callable[[], Awaitable[None]]], concurrency: int) -> None:
         """Run coroutine functions on the engine's loop, ``concurrency`` at a time, started
@@ -111,9 +111,11 @@ class AsyncVLLMPolicy(VLLMPolicy):
     """:class:`VLLMPolicy` with ``submit``/``wait`` on vLLM's ``AsyncLLM`` (same arguments;
     ``share_engine`` is not used: each policy owns its engine)."""
 
+    _frontend_process_ok = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._async: Any = None
+        self._async: Any = None  # AsyncLLM, or RemoteAsyncLLM (frontend_process)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._done: queue.Queue[tuple[int, list[Any] | BaseException]] = queue.Queue()
@@ -158,14 +160,21 @@ class AsyncVLLMPolicy(VLLMPolicy):
             return AsyncLLM.from_engine_args(args, usage_context=UsageContext.LLM_CLASS)
 
         start = time.perf_counter()
-        self._async = asyncio.run_coroutine_threadsafe(make(), self._loop).result()
-        import vllm.envs
+        if self.frontend_process:  # AsyncLLM and its output handler in a child process
+            from ets.policies.vllm_frontend import RemoteAsyncLLM
 
-        # What vLLM's own server does once started: read VLLM_* variables once, not on every
-        # output step (os.getenv per step was ~5% of the process in the same profile). A
-        # batch engine started later resets it (ets.policies.vllm.get_engine).
-        if hasattr(vllm.envs, "enable_envs_cache"):
-            vllm.envs.enable_envs_cache()
+            env = {k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "CUDA_", "HF_", "TOKENIZERS_"))}
+            self._async = RemoteAsyncLLM(model, supported_options({**options, "disable_log_stats": True}),
+                                         env, self._loop)
+        else:
+            self._async = asyncio.run_coroutine_threadsafe(make(), self._loop).result()
+            import vllm.envs
+
+            # What vLLM's own server does once started: read VLLM_* variables once, not on
+            # every output step (os.getenv per step was ~5% of the process in the same
+            # profile). A batch engine started later resets it (ets.policies.vllm.get_engine).
+            if hasattr(vllm.envs, "enable_envs_cache"):
+                vllm.envs.enable_envs_cache()
         self.stats["engine_start_s"] = time.perf_counter() - start
         # the engine's context limit (the model's, unless policy.max_model_len sets it)
         self._limit = self.max_model_len or getattr(getattr(self._async, "model_config", None),
@@ -238,12 +247,20 @@ class AsyncVLLMPolicy(VLLMPolicy):
         asyncio.run_coroutine_threadsafe(self._run_group(ticket, jobs), self._loop)
         return ticket
 
-    async def _run_group(self, ticket: int, jobs: list[Any]) -> None:
+    async def _outputs(self, jobs: list[Any]) -> list[Any]:
+        """The final output of each ``(prompt, params, request_id)`` job (``None`` for
+        ``None``), from the ``AsyncLLM`` here or the front-end process."""
+        if callable(getattr(self._async, "run_jobs", None)):  # RemoteAsyncLLM
+            return await self._async.run_jobs(jobs)
+
         async def one(job: Any) -> Any:
             return None if job is None else await final_output(self._async, *job)
 
+        return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+    async def _run_group(self, ticket: int, jobs: list[Any]) -> None:
         try:
-            result: list[Any] | BaseException = list(await asyncio.gather(*(one(j) for j in jobs)))
+            result: list[Any] | BaseException = await self._outputs(jobs)
         except BaseException as exc:  # surfaced in the search's thread by wait()
             result = exc
         with self._busy_lock:

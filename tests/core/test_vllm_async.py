@@ -173,3 +173,48 @@ def test_the_raw_engine_bound_replays_on_the_asyncllm(policy, tmp_path):
     with pytest.raises(ValueError, match="needs the asynchronous vLLM policy"):
         Replayer(type("Offline", (), {"engine": object(), "formatter": policy.formatter})(), 0).run_chains(trees, 2)
     assert policy._engine is None  # the offline engine was never started
+
+
+def test_the_frontend_process_gives_the_same_records_and_replays(policy, tmp_path):
+    """policy.frontend_process=true: AsyncLLM in a child process (ets.policies.vllm_frontend).
+    The same search gives the same records as the in-process AsyncLLM; its step
+    log-probabilities are summed in the child (not 0); the replay's batch and chains
+    bounds run on it with exact token counts; the prefix cache resets there; close() ends
+    the child. The offline policy refuses the key."""
+    import json
+
+    from ets.policies.vllm import VLLMPolicy
+    from ets.policies.vllm_frontend import RemoteAsyncLLM
+    from ets.rundir.replay import Replayer, load_trees, schedule
+    from ets.rundir.run import build_search
+
+    rows = {}
+    remote = instantiate(golden.compose(*POLICY, "policy.frontend_process=true").policy, _convert_="partial")
+    try:
+        for name, pol in (("here", policy), ("child", remote)):
+            search, dataset = build_search(golden.compose(*SEARCH, "search.scheduler=async"))
+            search.policy = pol
+            pol.reset_engine_state()
+            rows[name] = {r["id"]: r for r in golden.run_search(search, dataset)}
+        assert isinstance(remote._async, RemoteAsyncLLM) and remote._async._process.is_alive()
+        assert_same(rows["child"], rows["here"])
+        assert remote.stats["request_cached_tokens"] > 0  # num_cached_tokens came back
+        scores = [n["score"] for r in rows["child"].values() for n in r["tree"][1:]]
+        assert scores and all(0 < s < 1 for s in scores)  # logprob PRM: exp(mean logprob), not exp(0)
+
+        (tmp_path / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows["child"].values()))
+        trees = load_trees(tmp_path)
+        recorded = {(t.id, n): k for t in trees for n, k in t.tokens.items() if t.parent[n] is not None}
+        remote.engine.llm.reset_prefix_cache()
+        batch = Replayer(remote, 0).run(trees, schedule(trees, 3), batch=True)
+        chains = Replayer(remote, 0).run_chains(trees, 2)
+        for res in (batch, chains):
+            assert res.mismatched == 0 and res.tokens_generated == sum(recorded.values()) > 0
+        assert {key: len(ids) for key, ids in chains.generated.items()} == recorded
+        assert Replayer(remote, 0).vocab == Replayer(policy, 0).vocab
+    finally:
+        process = remote._async._process if remote._async is not None else None
+        remote.close()
+    assert process is not None and not process.is_alive()
+    with pytest.raises(ValueError, match=r"policy\.frontend_process=true needs the asynchronous vLLM policy"):
+        VLLMPolicy("any-model", frontend_process=True)  # refused before anything loads
