@@ -280,7 +280,7 @@ def test_cuda_graph_default_is_on_for_cuda_only_and_falls_back_for_other_models(
     them; a failed capture likewise."""
     import ets.selectors.cluster as cluster
 
-    cpu = SentenceEmbedder()
+    cpu = SentenceEmbedder(device="cpu")  # (device auto is a GPU on a GPU node)
     assert cpu.cuda_graph is None
     cpu.embed(["a"])
     assert not cpu.graphed  # a CPU: encode

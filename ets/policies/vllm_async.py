@@ -160,7 +160,7 @@ class AsyncVLLMPolicy(VLLMPolicy):
             return AsyncLLM.from_engine_args(args, usage_context=UsageContext.LLM_CLASS)
 
         start = time.perf_counter()
-        if self.frontend_process:  # AsyncLLM and its output handler in a child process
+        if self.uses_frontend_process():  # AsyncLLM and its output handler in a child process
             from ets.policies.vllm_frontend import RemoteAsyncLLM
 
             env = {k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "CUDA_", "HF_", "TOKENIZERS_"))}
@@ -180,6 +180,15 @@ class AsyncVLLMPolicy(VLLMPolicy):
         self._limit = self.max_model_len or getattr(getattr(self._async, "model_config", None),
                                                     "max_model_len", None)
         log.info("vLLM AsyncLLM for %s started in %.1fs", model, self.stats["engine_start_s"])
+
+    def uses_frontend_process(self) -> bool:
+        """``frontend_process``, or for ``None`` whether vLLM's platform is CUDA (read
+        through NVML, without creating a CUDA context in this process)."""
+        if self.frontend_process is not None:
+            return bool(self.frontend_process)
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cuda())
 
     def _call(self, coro: Any) -> Any:
         """Run a coroutine on the engine's loop and wait for its result."""

