@@ -30,7 +30,9 @@ Only this module's child imports vLLM's engine; the parent's side is
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -115,6 +117,12 @@ def serve(conn: Any, model: str, options: dict[str, Any], env: dict[str, str]) -
     finally:
         engine.shutdown()
         conn.close()
+        # Leave without the interpreter's teardown: the engine is shut down, and AsyncLLM's
+        # __del__ would call shutdown again once module globals are gone (a TypeError logged
+        # at every exit).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 class _ModelConfig:
@@ -174,6 +182,9 @@ class RemoteAsyncLLM:
         self._key = 0
         self._reader = threading.Thread(target=self._read, name="ets-frontend-read", daemon=True)
         self._reader.start()
+        # before multiprocessing's own exit handler (atexit runs last-registered first), which
+        # would join the child while it still waits on this end of the pipe
+        atexit.register(self.shutdown)
 
     def _read(self) -> None:
         while True:
@@ -230,6 +241,9 @@ class RemoteAsyncLLM:
         await self._ask(("reset_prefix_cache",))
 
     def shutdown(self) -> None:
+        atexit.unregister(self.shutdown)
+        if self._conn.closed:
+            return
         try:
             with self._send_lock:
                 self._conn.send(("shutdown",))
