@@ -130,7 +130,9 @@ class Search:
         switch_interval_ms: Python's GIL switch interval while :meth:`run` runs (restored
             after); ``None`` leaves it. Under async the search thread shares the GIL with
             vLLM's output handler; CP-SAT and the embedder release it and, at Python's
-            5 ms, can wait up to that long to get it back.
+            5 ms, can wait up to that long to get it back. On an H200, 0.5 ms made no
+            measurable difference (README "Performance on a GPU"): the handler's own
+            CPU was the cost, now moved out by ``policy.frontend_process``.
         finisher: Finish classification; default: the policy's markers and step tag
             (:func:`ets.core.finish.from_policy`).
         max_nodes: Generated nodes per problem a strategy may spend; default

@@ -163,9 +163,9 @@ class AsyncVLLMPolicy(VLLMPolicy):
         if self.uses_frontend_process():  # AsyncLLM and its output handler in a child process
             from ets.policies.vllm_frontend import RemoteAsyncLLM
 
-            env = {k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "CUDA_", "HF_", "TOKENIZERS_"))}
+            # (the spawned child inherits this environment, self.env included)
             self._async = RemoteAsyncLLM(model, supported_options({**options, "disable_log_stats": True}),
-                                         env, self._loop)
+                                         self._loop)
         else:
             self._async = asyncio.run_coroutine_threadsafe(make(), self._loop).result()
             import vllm.envs

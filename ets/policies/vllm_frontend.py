@@ -23,8 +23,8 @@ Protocol (tuples over a ``multiprocessing`` pipe; the child answers in any order
   ``("error", key, message)``;
 - ``("reset_prefix_cache", key)`` → ``("done", key, None)``; ``("shutdown",)``.
 
-Only this module's child imports vLLM's engine; the parent's side is
-:class:`ets.policies.vllm_async.AsyncVLLMPolicy`.
+The parent's side is :class:`RemoteAsyncLLM`, which
+:class:`ets.policies.vllm_async.AsyncVLLMPolicy` drives like an ``AsyncLLM``.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def completion_tuple(c: Any) -> tuple[tuple[int, ...], str, float | None, str | 
     return tuple(c.token_ids), c.text, logprob, c.finish_reason, c.stop_reason
 
 
-def serve(conn: Any, model: str, options: dict[str, Any], env: dict[str, str]) -> None:
-    """The child's main: start ``AsyncLLM``, then answer the parent until ``shutdown``."""
-    os.environ.update(env)
+def serve(conn: Any, model: str, options: dict[str, Any]) -> None:
+    """The child's main: start ``AsyncLLM``, then answer the parent until ``shutdown``
+    (or until the parent's end of the pipe closes)."""
     try:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.inputs import TokensPrompt
@@ -160,14 +160,13 @@ class RemoteAsyncLLM:
     ``reset_prefix_cache`` are coroutines on the parent's event loop ``loop``, answered by
     a reader thread; ``model_config``; ``shutdown``."""
 
-    def __init__(self, model: str, options: dict[str, Any], env: dict[str, str],
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, model: str, options: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")  # vLLM's own choice for CUDA
         self._conn, child = ctx.Pipe()
         # not a daemon: the child starts vLLM's engine-core process, which daemons may not
-        self._process = ctx.Process(target=serve, args=(child, model, options, env), name="ets-vllm-frontend")
+        self._process = ctx.Process(target=serve, args=(child, model, options), name="ets-vllm-frontend")
         self._process.start()
         child.close()
         message = self._conn.recv() if self._conn.poll(None) else ("failed", "no answer")
