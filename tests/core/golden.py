@@ -57,6 +57,26 @@ def strip(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def assert_same(a: Any, b: Any, where: str = "record", rel: float = 1e-4) -> None:
+    """``a == b`` exactly, except floats: equal to ``rel`` relative (1e-6 absolute); a
+    failure names the field that differs."""
+    import pytest
+
+    if isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), where
+        assert a == pytest.approx(b, rel=rel, abs=1e-6), f"{where}: {a} != {b}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}", rel)
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]", rel)
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
 def compose(*overrides: str):
     from hydra import compose as hcompose
     from hydra import initialize_config_dir
@@ -99,6 +119,18 @@ def path(world: str, method: str) -> Path:
 
 def load(world: str, method: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path(world, method).read_text().splitlines()]
+
+
+def load_platforms(world: str, method: str) -> dict[str, list[dict[str, Any]]]:
+    """Every record set of (world, method) made by the pre-redesign loop: the first
+    machine's (``GOLDEN/world/METHOD.jsonl``) and one per other machine recorded since
+    (``GOLDEN/world/<machine>/METHOD.jsonl``), keyed by machine. A real model's PRM scores
+    move by ~1e-7 between CPU kernels, and that flips near-ties in selection (two siblings
+    with the same step text), so one machine's records cannot be another's."""
+    sets = {"first": load(world, method)}
+    for sub in sorted(p for p in (GOLDEN / world).iterdir() if p.is_dir()):  # README.md says how made
+        sets[sub.name] = [json.loads(line) for line in (sub / f"{method}.jsonl").read_text().splitlines()]
+    return sets
 
 
 def main(worlds: list[str]) -> None:

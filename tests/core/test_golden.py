@@ -33,5 +33,17 @@ def test_synthetic_records_are_unchanged(method, scheduler):
 @pytest.mark.slow  # about a minute per method on 2 CPU cores
 @pytest.mark.parametrize("method", list(golden.METHODS))
 def test_smollm2_records_are_unchanged(method):
+    """Identical to one machine's record set (``golden.load_platforms``): the first
+    machine's, written by the pre-redesign loop (with the changes merged since, e07938a),
+    or the 2026-12-04 machine's (its README says how they were checked). The logprob PRM's
+    scores of two siblings with the same text come out 0.50144105 and 0.50144081 on the
+    one, the other way round on the other, and REBASE's allocation follows them."""
     rows = golden.records("smollm2", method)
-    assert rows == golden.load("smollm2", method)
+    sets = golden.load_platforms("smollm2", method)
+    if not any(rows == expected for expected in sets.values()):
+        for name, expected in sets.items():  # name the first difference from each
+            try:
+                golden.assert_same(rows, expected, where=f"{name}: record", rel=0.0)
+            except AssertionError as exc:
+                print(exc)
+        pytest.fail(f"{method}: the records match none of the pre-redesign sets ({', '.join(sets)})")

