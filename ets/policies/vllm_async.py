@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ets.policies.vllm import VLLMPolicy, context_finish, supported_options
+from ets.policies.vllm_frontend import RemoteAsyncLLM
 from ets.types import Generation, GenRequest
 
 log = logging.getLogger("ets.policies.vllm_async")
@@ -161,8 +162,6 @@ class AsyncVLLMPolicy(VLLMPolicy):
 
         start = time.perf_counter()
         if self.uses_frontend_process():  # AsyncLLM and its output handler in a child process
-            from ets.policies.vllm_frontend import RemoteAsyncLLM
-
             # (the spawned child inherits this environment, self.env included)
             self._async = RemoteAsyncLLM(model, supported_options({**options, "disable_log_stats": True}),
                                          self._loop)
@@ -259,7 +258,7 @@ class AsyncVLLMPolicy(VLLMPolicy):
     async def _outputs(self, jobs: list[Any]) -> list[Any]:
         """The final output of each ``(prompt, params, request_id)`` job (``None`` for
         ``None``), from the ``AsyncLLM`` here or the front-end process."""
-        if callable(getattr(self._async, "run_jobs", None)):  # RemoteAsyncLLM
+        if isinstance(self._async, RemoteAsyncLLM):
             return await self._async.run_jobs(jobs)
 
         async def one(job: Any) -> Any:
