@@ -345,3 +345,24 @@ def test_a_kill_between_record_and_run_json_is_settled_by_the_record(tmp_path, o
     assert old["status"] == "killed" and "pending" not in old
     assert old["committed"]["policy_calls"] == (5 if on_disk else 0)
     assert second.summary_counters()["lost_to_interruptions"]["policy_calls"] == (0 if on_disk else 5)
+
+
+def test_the_lock_holder_is_read_again_while_its_pid_is_not_written_yet(tmp_path):
+    """The holder truncates the lock file, then writes its pid: a reader in between waits
+    for the pid (the race that made the two-launch test flaky under load) and gives up
+    after its patience."""
+    import threading
+    import time as _time
+
+    from ets.rundir.integrity import RunLock
+
+    lock = RunLock(tmp_path)
+    lock.path.write_text("")
+    assert lock.holder(patience_s=0.05) == "another process (its pid is not recorded yet)"
+
+    def write_late():
+        _time.sleep(0.2)
+        lock.path.write_text(json.dumps({"pid": 4242, "host": "h", "since": "t"}))
+
+    threading.Thread(target=write_late).start()
+    assert lock.holder(patience_s=5.0) == "pid 4242 on h since t"

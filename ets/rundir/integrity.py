@@ -64,13 +64,19 @@ class RunLock:
         self.wait = wait
         self._fd: int | None = None
 
-    def holder(self) -> str:
-        """``pid N on HOST since T`` as the holder wrote it (best effort)."""
-        try:
-            info = json.loads(self.path.read_text() or "{}")
-            return f"pid {info['pid']} on {info['host']} since {info['since']}"
-        except (OSError, ValueError, KeyError, TypeError):
-            return "another process (its pid is not recorded yet)"
+    def holder(self, patience_s: float = 1.0) -> str:
+        """``pid N on HOST since T`` as the holder wrote it (best effort). The holder writes
+        it right after taking the lock (truncate, then write): a read in between finds the
+        file empty, so an unreadable file is read again for up to ``patience_s``."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                info = json.loads(self.path.read_text() or "{}")
+                return f"pid {info['pid']} on {info['host']} since {info['since']}"
+            except (OSError, ValueError, KeyError, TypeError):
+                if time.monotonic() >= deadline:
+                    return "another process (its pid is not recorded yet)"
+                time.sleep(0.01)
 
     def acquire(self) -> RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
