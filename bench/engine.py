@@ -214,6 +214,14 @@ def call_parts(embedder, texts: list[str], repeats: int = 9) -> dict[str, float]
     return {f"{k}_ms": statistics.median(v) for k, v in spent.items()}
 
 
+def median_p95_ms(seconds: list[float]) -> tuple[float, float]:
+    """Median and 95th percentile (nearest rank below) in ms; (0, 0) for no values."""
+    if not seconds:
+        return 0.0, 0.0
+    ordered = sorted(seconds)
+    return 1e3 * statistics.median(ordered), 1e3 * ordered[int(0.95 * (len(ordered) - 1))]
+
+
 def timed(obj: object, method: str, totals: dict[str, float], calls: dict[str, list[float]] | None = None) -> None:
     """Wrap ``obj.method`` so that its time adds up in ``totals[method]`` (and each call's
     seconds go to ``calls[method]``)."""
@@ -317,13 +325,11 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
     embed_share = parts["prepare"] / len(selects) if selects else 0.0
     # the batch replay on the engine the search used (the async policy's AsyncLLM included)
     bound = engine_bound(args, search.policy, records, selector) if args.bound else {}
-    decisions = sorted(strategies.decisions())
+    decisions = strategies.decisions()
+    (decide_median, decide_p95), (select_median, select_p95) = median_p95_ms(decisions), median_p95_ms(selects)
     return {
-        "decide_ms_median": 1e3 * statistics.median(decisions) if decisions else 0.0,
-        "decide_ms_p95": 1e3 * decisions[int(0.95 * (len(decisions) - 1))] if decisions else 0.0,
-        "decisions": len(decisions),
-        "engine_start_s": engine_start, "select_ms_median": 1e3 * statistics.median(selects) if selects else 0.0,
-        "select_ms_p95": 1e3 * sorted(selects)[int(0.95 * (len(selects) - 1))] if selects else 0.0,
+        "decide_ms_median": decide_median, "decide_ms_p95": decide_p95, "decisions": len(decisions),
+        "engine_start_s": engine_start, "select_ms_median": select_median, "select_ms_p95": select_p95,
         "embed_ms_per_select": 1e3 * embed_share,
         "selections": len(selects), "bound_tok_s": bound.get("tokens_per_s", 0.0),
         "chains_tok_s": bound.get("chains", {}).get("tokens_per_s", 0.0),
@@ -353,19 +359,20 @@ def engine_bound(args: argparse.Namespace, policy, records: list[dict], selector
     trees = load_trees(out)
     concurrency = args.concurrency or args.problems
     policy.engine.llm.reset_prefix_cache()
-    res = Replayer(policy, args.seed).run(trees, schedule(trees, concurrency), batch=True)
-    summary = res.summary()
-    if args.scheduler == "async":  # the same dependencies as the search, no search work between steps
-        policy.engine.llm.reset_prefix_cache()
-        summary["chains"] = Replayer(policy, args.seed).run_chains(trees, concurrency).summary()
-    if args.search_outputs:  # both again, asking for the search's outputs (text, step logprob)
-        policy.engine.llm.reset_prefix_cache()
-        summary["search_outputs"] = Replayer(policy, args.seed, "search").run(
-            trees, schedule(trees, concurrency), batch=True).summary()
+
+    def bounds(outputs: str) -> dict:
+        """The batch bound, and under async the chains bound (the same dependencies as
+        the search, no search work between steps), asking the engine for ``outputs``."""
+        summary = Replayer(policy, args.seed, outputs).run(trees, schedule(trees, concurrency), batch=True).summary()
         if args.scheduler == "async":
             policy.engine.llm.reset_prefix_cache()
-            summary["search_outputs"]["chains"] = Replayer(policy, args.seed, "search").run_chains(
-                trees, concurrency).summary()
+            summary["chains"] = Replayer(policy, args.seed, outputs).run_chains(trees, concurrency).summary()
+        return summary
+
+    summary = bounds("plain")
+    if args.search_outputs:  # both again, asking for the search's outputs (text, step logprob)
+        policy.engine.llm.reset_prefix_cache()
+        summary["search_outputs"] = bounds("search")
     return summary
 
 
@@ -425,17 +432,15 @@ def main() -> None:
                         help="before the first ETS search, time embedding calls with the engine "
                              "idle and while it generates PROMPTS (64) x 16 x 192 tokens (GPU vs CPU embedder)")
     parser.add_argument("--switch-interval-ms", type=float,
-                        help="Python's GIL switch interval for the run (default 5 ms): under async "
-                             "the search thread shares the GIL with vLLM's output handler")
+                        help="Python's GIL switch interval during each search (default 5 ms): "
+                             "the same as --override search.switch_interval_ms=X")
     parser.add_argument("--search-outputs", action="store_true",
                         help="also replay the bounds asking for the search's outputs (detokenized "
                              "text, the step log-probability: python -m ets.replay --outputs search)")
     parser.add_argument("--out", help="folder for engine.json and each method's problems.jsonl")
     args = parser.parse_args()
-    if args.switch_interval_ms:
-        import sys
-
-        sys.setswitchinterval(args.switch_interval_ms / 1e3)
+    if args.switch_interval_ms:  # the search sets it while it runs (search.switch_interval_ms)
+        args.override.append(f"search.switch_interval_ms={args.switch_interval_ms}")
     register_configs()
     rows, embedder, policy = [], None, None
     for selector in args.selectors:

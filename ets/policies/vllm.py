@@ -25,6 +25,7 @@ from dataclasses import field, replace
 from typing import Any
 
 from ets.policies.formatting import PromptedPolicyConf, PromptFormatter
+from ets.protocols import StreamingPolicy
 from ets.schema import ModelDtype, num, schema
 from ets.types import Generation, GenRequest, Problem, Prompt
 
@@ -280,6 +281,15 @@ def context_finish(gen: Generation, room: int, max_tokens: int) -> Generation:
     return gen
 
 
+def step_logprob(completion: Any) -> float:
+    """A vLLM ``CompletionOutput``'s step log-probability: ``cumulative_logprob``, or the
+    sum of its per-token entries where vLLM kept those instead (0.0 without either)."""
+    logprob = completion.cumulative_logprob
+    if logprob is None:
+        logprob = sum(next(iter(d.values())).logprob for d in completion.logprobs or [] if d)
+    return float(logprob)
+
+
 def map_finish_reason(reason: str | None, stop_reason: int | str | None) -> str:
     """vLLM's (finish_reason, stop_reason) → ``stop`` | ``eos`` | ``length``.
 
@@ -333,8 +343,6 @@ class VLLMPolicy:
             its presets can switch engines (``policy._target_=ets.policies.vllm.VLLMPolicy``).
     """
 
-    _frontend_process_ok = False  # True on the asynchronous policy (frontend_process)
-
     def __init__(
         self, model: str, tokenizer: str | None = None, revision: str | None = None,
         trust_remote_code: bool = False, dtype: Any = "auto", tensor_parallel_size: int = 1,
@@ -348,7 +356,7 @@ class VLLMPolicy:
         answer_markers: Sequence[str] = ("boxed", "The answer is"), device: str | None = None,
         batch_size: int | None = None, step_logprobs: bool | None = None, frontend_process: bool | None = None,
     ) -> None:
-        if frontend_process and not self._frontend_process_ok:
+        if frontend_process and not isinstance(self, StreamingPolicy):  # the AsyncLLM policy streams
             raise ValueError("policy.frontend_process=true needs the asynchronous vLLM policy: "
                              "policy._target_=ets.policies.vllm_async.AsyncVLLMPolicy")
         self.frontend_process = frontend_process
@@ -514,10 +522,7 @@ class VLLMPolicy:
             # there but keeps the token, so take the text of the tokens the tree keeps.
             full = self.formatter.decode(ids)
             text = full if full.startswith(text) else text
-        logprob = completion.cumulative_logprob
-        if logprob is None:
-            logprob = sum(next(iter(d.values())).logprob for d in completion.logprobs or [] if d)
-        return Generation(text, ids, float(logprob), reason)
+        return Generation(text, ids, step_logprob(completion), reason)
 
     def engine_metrics(self) -> dict[str, float]:
         """Engine numbers after the last call (counters since this policy attached).

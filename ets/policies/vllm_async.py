@@ -36,6 +36,28 @@ from ets.types import Generation, GenRequest
 log = logging.getLogger("ets.policies.vllm_async")
 
 
+def new_async_llm(model: str, options: dict[str, Any]) -> Any:
+    """vLLM's ``AsyncLLM`` for ``model`` with ``options`` (``EngineArgs`` keys the installed
+    vLLM knows), called on the event loop that will drive it: this policy's, or the
+    front-end process's (:mod:`ets.policies.vllm_frontend`)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    # LLM_CLASS: the offline batch defaults (max_num_seqs 1024 and 16k batched tokens on
+    # an H100/H200) rather than the small ENGINE_CONTEXT ones.
+    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **options),
+                                       usage_context=UsageContext.LLM_CLASS)
+    import vllm.envs
+
+    # What vLLM's own server does once started: read VLLM_* variables once, not on every
+    # output step (os.getenv per step was ~5% of the process in a profile). A batch engine
+    # started later resets it (ets.policies.vllm.get_engine).
+    if hasattr(vllm.envs, "enable_envs_cache"):
+        vllm.envs.enable_envs_cache()
+    return engine
+
+
 async def final_output(engine: Any, prompt: Any, params: Any, request_id: str) -> Any:
     """The last (final-only: the one) output ``AsyncLLM.generate`` yields for a request."""
     final = None
@@ -112,8 +134,6 @@ class AsyncVLLMPolicy(VLLMPolicy):
     """:class:`VLLMPolicy` with ``submit``/``wait`` on vLLM's ``AsyncLLM`` (same arguments;
     ``share_engine`` is not used: each policy owns its engine)."""
 
-    _frontend_process_ok = True
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._async: Any = None  # AsyncLLM, or RemoteAsyncLLM (frontend_process)
@@ -134,10 +154,6 @@ class AsyncVLLMPolicy(VLLMPolicy):
     def _start(self) -> None:
         if self._async is not None:
             return
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.usage.usage_lib import UsageContext
-        from vllm.v1.engine.async_llm import AsyncLLM
-
         from ets.models import resolve_model
 
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")  # see vllm.get_engine
@@ -150,30 +166,20 @@ class AsyncVLLMPolicy(VLLMPolicy):
         # counters), and on an H200 they cost ~12% of this process's CPU time in a cProfile
         # of an ETS search (update_from_output, the loggers' record, prometheus), time the
         # output handler takes from the search thread under the GIL.
-        args = AsyncEngineArgs(model=model, **supported_options({**options, "disable_log_stats": True}))
+        options = supported_options({**options, "disable_log_stats": True})
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-async", daemon=True)
         self._thread.start()
 
         async def make() -> Any:  # created on the loop that will drive it
-            # LLM_CLASS: the offline batch defaults (max_num_seqs 1024 and 16k batched
-            # tokens on an H100/H200) rather than the small ENGINE_CONTEXT ones.
-            return AsyncLLM.from_engine_args(args, usage_context=UsageContext.LLM_CLASS)
+            return new_async_llm(model, options)
 
         start = time.perf_counter()
         if self.uses_frontend_process():  # AsyncLLM and its output handler in a child process
             # (the spawned child inherits this environment, self.env included)
-            self._async = RemoteAsyncLLM(model, supported_options({**options, "disable_log_stats": True}),
-                                         self._loop)
+            self._async = RemoteAsyncLLM(model, options, self._loop)
         else:
             self._async = asyncio.run_coroutine_threadsafe(make(), self._loop).result()
-            import vllm.envs
-
-            # What vLLM's own server does once started: read VLLM_* variables once, not on
-            # every output step (os.getenv per step was ~5% of the process in the same
-            # profile). A batch engine started later resets it (ets.policies.vllm.get_engine).
-            if hasattr(vllm.envs, "enable_envs_cache"):
-                vllm.envs.enable_envs_cache()
         self.stats["engine_start_s"] = time.perf_counter() - start
         # the engine's context limit (the model's, unless policy.max_model_len sets it)
         self._limit = self.max_model_len or getattr(getattr(self._async, "model_config", None),

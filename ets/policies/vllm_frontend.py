@@ -38,37 +38,28 @@ import time
 from typing import Any
 
 
-def completion_tuple(c: Any) -> tuple[tuple[int, ...], str, float | None, str | None, Any]:
-    """What the parent reads of a vLLM ``CompletionOutput`` (the step log-probability summed
-    here when vLLM kept per-token entries)."""
-    logprob = c.cumulative_logprob
-    if logprob is None and c.logprobs:
-        logprob = sum(next(iter(d.values())).logprob for d in c.logprobs if d)
-    return tuple(c.token_ids), c.text, logprob, c.finish_reason, c.stop_reason
+def completion_tuple(c: Any) -> tuple[tuple[int, ...], str, float, str | None, Any]:
+    """What the parent reads of a vLLM ``CompletionOutput`` (the step log-probability as
+    :func:`ets.policies.vllm.step_logprob` reads it, here where the entries are)."""
+    from ets.policies.vllm import step_logprob
+
+    return tuple(c.token_ids), c.text, step_logprob(c), c.finish_reason, c.stop_reason
 
 
 def serve(conn: Any, model: str, options: dict[str, Any]) -> None:
     """The child's main: start ``AsyncLLM``, then answer the parent until ``shutdown``
     (or until the parent's end of the pipe closes)."""
     try:
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.inputs import TokensPrompt
-        from vllm.usage.usage_lib import UsageContext
-        from vllm.v1.engine.async_llm import AsyncLLM
 
         from ets.policies.vllm import install_step_logprob_only
-        from ets.policies.vllm_async import final_output
+        from ets.policies.vllm_async import final_output, new_async_llm
 
         install_step_logprob_only()  # the marked requests' logprobs are summed here
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         start = time.perf_counter()
-        engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **options),
-                                           usage_context=UsageContext.LLM_CLASS)
-        import vllm.envs
-
-        if hasattr(vllm.envs, "enable_envs_cache"):
-            vllm.envs.enable_envs_cache()
+        engine = new_async_llm(model, options)
         config = engine.model_config
         conn.send(("started", time.perf_counter() - start, config.max_model_len, int(config.get_vocab_size())))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
@@ -169,7 +160,10 @@ class RemoteAsyncLLM:
         self._process = ctx.Process(target=serve, args=(child, model, options), name="ets-vllm-frontend")
         self._process.start()
         child.close()
-        message = self._conn.recv() if self._conn.poll(None) else ("failed", "no answer")
+        try:
+            message = self._conn.recv()
+        except EOFError:  # the child died before it could say why
+            message = ("failed", f"the process exited with code {self._process.exitcode}")
         if message[0] != "started":
             self._process.join(timeout=30)
             raise RuntimeError(f"vLLM front-end process failed to start the engine: {message[1]}")

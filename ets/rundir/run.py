@@ -48,7 +48,7 @@ def build_search(cfg: DictConfig) -> tuple[Search, Any]:
         max_tokens=s.max_tokens, seed=s.seed, concurrency=s.concurrency,
         aggregation=str(getattr(s.aggregation, "value", s.aggregation)),
         scheduler=str(getattr(s.scheduler, "value", s.scheduler)), round_chunk=s.round_chunk,
-        switch_interval_ms=s.get("switch_interval_ms"),
+        switch_interval_ms=s.switch_interval_ms,
     )
     return search, dataset
 
