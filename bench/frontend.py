@@ -11,6 +11,9 @@ of request and prints this process's CPU time (all its threads) per generated to
 tokens/s, side by side:
 
 - ``search``: the search's own parameters (``VLLMPolicy._sampling_params``);
+- ``search, vLLM's decoder``: the same, the engine outputs decoded by vLLM's own msgpack
+  decoder (three arrays per request and step) instead of the raw-logprob one the policy
+  installs (``ets.policies.vllm_decode``);
 - ``search, no step logprob``: the same with ``policy.step_logprobs=false``;
 - ``no stop strings``: n = W, detokenized, no stop strings, no logprob;
 - ``replay``: W requests of n = 1, ``detokenize=False``, no stop strings, no logprob.
@@ -35,7 +38,7 @@ from ets.config import register_configs
 from ets.types import GenRequest, Problem
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("search", "search, no step logprob", "no stop strings", "replay")
+VARIANTS = ("search", "search, vLLM's decoder", "search, no step logprob", "no stop strings", "replay")
 
 
 def requests(policy, problems: list[Problem], n: int, max_tokens: int) -> list[GenRequest]:
@@ -53,7 +56,7 @@ def shape(policy, variant: str, reqs: list[GenRequest], max_tokens: int) -> tupl
     from vllm.inputs import TokensPrompt
 
     if variant.startswith("search"):  # the policy's own parameters, with or without the step logprob
-        before, policy.step_logprobs = policy.step_logprobs, variant == "search"
+        before, policy.step_logprobs = policy.step_logprobs, variant != "search, no step logprob"
         try:
             return ([TokensPrompt(prompt_token_ids=list(r.context_ids)) for r in reqs],
                     [policy._sampling_params(r, max_tokens) for r in reqs])
@@ -99,11 +102,14 @@ def main() -> None:
     engine = policy.engine
     reqs = requests(policy, instantiate(cfg.dataset).load(), args.n, args.max_tokens)
     engine.generate(*shape(policy, "replay", reqs[:1], 4))  # warm up
+    from ets.policies.vllm_decode import use_raw_logprobs
+
     totals = {v: {"tokens": 0, "cpu_s": 0.0, "wall_s": 0.0} for v in VARIANTS}
     for _ in range(args.repeats):
         for variant in VARIANTS:
             prompts, params = shape(policy, variant, reqs, args.max_tokens)
             engine.reset_prefix_cache()
+            use_raw_logprobs(policy._async.engine_core, variant != "search, vLLM's decoder")
             cpu, wall = time.process_time(), time.perf_counter()
             outs = engine.generate(prompts, params)
             t = totals[variant]

@@ -7,6 +7,12 @@ engine core sends them, to vLLM's ``LogprobsProcessor`` (detokenizes each token 
 builds its Logprob entry) and to ``ets.policies.vllm._add_sampled_logprobs`` (what the
 policy installs for its requests), with SmolLM2's tokenizer; prints microseconds per
 generated token (fastest repeat) and checks both sums are identical.
+
+Then the step before it, decoding: one engine step's outputs for ``--requests`` requests
+(one token each), encoded by vLLM's ``MsgpackEncoder`` as its engine core sends them, and
+decoded by vLLM's ``MsgpackDecoder`` and by the raw-logprob decoder the asynchronous policy
+installs (``ets.policies.vllm_decode``), each followed by the step sum; microseconds per
+request and step, without logprobs for reference, and whether the sums are identical.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=1024, help="requests per engine step (decode table)")
     args = ap.parse_args()
     from transformers import AutoTokenizer
     from vllm.logprobs import create_sample_logprobs
@@ -57,6 +64,49 @@ def main() -> None:
           f"| vLLM logprobs=0 | {min(full) * us:.2f} | {min(full) * 369e3 / args.tokens:.1f} |\n"
           f"| step sum only (ets) | {min(fast) * us:.2f} | {min(fast) * 369e3 / args.tokens:.1f} |\n"
           f"\nsame cumulative log-probability: {same}")
+    decode_table(args.requests, args.repeats * 5)
+
+
+def decode_table(requests: int, repeats: int) -> None:
+    """The decode rows (module docstring)."""
+    from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
+    from vllm.v1.outputs import LogprobsLists
+    from vllm.v1.serial_utils import MsgpackDecoder, MsgpackEncoder
+
+    from ets.policies.vllm_decode import raw_types, sampled_logprobs
+
+    rng = np.random.default_rng(1)
+
+    def step(logprobs: bool) -> list:
+        outs = [EngineCoreOutput(request_id=f"req-{i}", new_token_ids=[int(rng.integers(0, 49152))],
+                                 new_logprobs=LogprobsLists(rng.integers(0, 49152, (1, 1)),
+                                                            rng.normal(-2, 1, (1, 1)).astype(np.float32),
+                                                            np.ones(1, dtype=np.int64)) if logprobs else None)
+                for i in range(requests)]
+        return [bytes(f) for f in MsgpackEncoder().encode(EngineCoreOutputs(outputs=outs))]
+
+    _, raw_outputs = raw_types()
+    stock, raw = MsgpackDecoder(EngineCoreOutputs), MsgpackDecoder(raw_outputs)
+
+    def run(decoder, frames) -> tuple[float, list[float]]:
+        best, sums = 1e9, []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = decoder.decode(frames)
+            sums = [sum(sampled_logprobs(o.new_logprobs.logprobs)) if o.new_logprobs is not None else 0.0
+                    for o in out.outputs]
+            best = min(best, time.perf_counter() - t0)
+        return 1e6 * best / requests, sums
+
+    with_lp, without = step(True), step(False)
+    rows = {"vLLM's decoder, logprobs=0": run(stock, with_lp), "raw-logprob decoder (ets), logprobs=0": run(raw, with_lp),
+            "vLLM's decoder, no logprobs": run(stock, without)}
+    print(f"\n{requests} requests per engine step, one token each: decode + step sum\n\n"
+          "| decoder | us per request and step |\n|---|---:|")
+    for name, (us, _) in rows.items():
+        print(f"| {name} | {us:.2f} |")
+    a, b = rows["vLLM's decoder, logprobs=0"][1], rows["raw-logprob decoder (ets), logprobs=0"][1]
+    print(f"\nsame step sums: {a == b}")
 
 
 if __name__ == "__main__":

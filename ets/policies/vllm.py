@@ -25,6 +25,7 @@ from dataclasses import field, replace
 from typing import Any
 
 from ets.policies.formatting import PromptedPolicyConf, PromptFormatter
+from ets.policies.vllm_decode import sampled_logprobs
 from ets.protocols import StreamingPolicy
 from ets.schema import ModelDtype, num, schema
 from ets.types import Generation, GenRequest, Problem, Prompt
@@ -54,8 +55,8 @@ def _add_sampled_logprobs(proc: Any, logprobs_lists: Any) -> None:
     if rows is None:
         rows = logprobs_lists[1]
     total = proc.cumulative_logprob
-    for row in rows.tolist():
-        total += row[0]
+    for value in sampled_logprobs(rows):  # an array, or the raw bytes (ets.policies.vllm_decode)
+        total += value
     proc.cumulative_logprob = total
 
 

@@ -55,6 +55,11 @@ def new_async_llm(model: str, options: dict[str, Any]) -> Any:
     # started later resets it (ets.policies.vllm.get_engine).
     if hasattr(vllm.envs, "enable_envs_cache"):
         vllm.envs.enable_envs_cache()
+    from ets.policies.vllm_decode import install_raw_logprobs
+
+    # the step log-probabilities decoded from their bytes, not as three arrays per request
+    # and step (ets.policies.vllm_decode; the same numbers)
+    install_raw_logprobs(engine.engine_core)
     return engine
 
 

@@ -74,6 +74,24 @@ def test_async_engine_generates_what_the_batch_engine_does(policy):
         assert got[2][0].finish_reason == "context" and len(got[2][0].token_ids) == 5
         from ets.policies.vllm import STEP_LOGPROB_ONLY
         assert policy._sampling_params(reqs[0], 8).extra_args == {STEP_LOGPROB_ONLY: True}
+        # The AsyncLLM decodes logprobs raw (ets.policies.vllm_decode); a request not marked
+        # step-logprob-only still gets vLLM's per-token entries, as the offline engine's.
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        assert policy._async.engine_core.decoder._ets_raw_logprobs
+        params = SamplingParams(n=2, max_tokens=12, temperature=1.0, seed=5, logprobs=2)
+        tokens = [TokensPrompt(prompt_token_ids=list(prompt.token_ids))]
+        got, want = (p.engine.generate(tokens, [params])[0].outputs for p in (policy, batch))
+        assert [c.token_ids for c in got] == [c.token_ids for c in want]
+        entries = [[[(t, e.rank, e.decoded_token, e.logprob) for t, e in d.items()] for d in c.logprobs]
+                   for c in (*got, *want)]
+        assert [[[x[:3] for x in d] for d in c] for c in entries[:2]] == [
+            [[x[:3] for x in d] for d in c] for c in entries[2:]]
+        assert len(entries[0]) == 12 and all(len(d) >= 2 for d in entries[0])
+        assert_same([[[x[3] for x in d] for d in c] for c in entries[:2]],
+                    [[[x[3] for x in d] for d in c] for c in entries[2:]], "per-token logprobs")
+        assert_same([c.cumulative_logprob for c in got], [c.cumulative_logprob for c in want], "cumulative")
     finally:
         batch.close()
 
