@@ -91,12 +91,32 @@ def compose_cfg(args: argparse.Namespace, entry: str):
         return compose("config", overrides=[o for o in base if _key(o) not in mine] + extra)
 
 
-def warm_up(policy, selector) -> None:
-    """Start the engine and run one small call; load the embedding model."""
+WARMED: list[float] = []  # seconds of the full-size warm-up batch (once per engine)
+
+
+def warm_up(policy, selector, problems: list[Problem] | None = None, width: int = 0, tokens: int = 0) -> None:
+    """Start the engine and run one small call; load the embedding model. With
+    ``problems``, once per engine: one untimed batch of every problem's prompt x ``width``
+    children x up to ``tokens`` tokens, every sequence in flight at once as in the
+    bounds' batch replay. On an H200 without it, the second row of a run measured a
+    15-30% higher plain bound than the first while the searches stayed flat (README
+    "Performance on a GPU", runs N and O): the first full-size batch paid for something
+    once (the engine's allocations at its largest batch, by the look of it)."""
     prompt = policy.format_prompt(Problem("warmup", "What is 1 + 1?", "2"))
     policy.generate([GenRequest(Problem("warmup", "", ""), prompt.text, prompt.token_ids, 2, 8, ["\n\n"], 0)])
     if getattr(selector, "embedder", None) is not None:
         selector.embedder.embed(["warm up the embedding model"])
+    if problems and not WARMED:
+        start = time.perf_counter()
+        reqs = []
+        for i, problem in enumerate(problems):
+            p = policy.format_prompt(problem)
+            reqs.append(GenRequest(problem, p.text, p.token_ids, width, tokens, [], 10_000 + i))
+        done = policy.generate(reqs)
+        WARMED.append(time.perf_counter() - start)
+        made = sum(len(g.token_ids) for gens in done for g in gens)
+        print(f"warm-up batch: {len(reqs)} prompts x {width} x up to {tokens} tokens ({made} tokens) "
+              f"in {WARMED[0]:.1f}s, untimed", flush=True)
 
 
 def probe_texts(call: int, n: int = 64) -> list[str]:
@@ -285,7 +305,8 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
     engine_start = search.policy.start_engine()
     if engine_start > 1:
         print(f"engine start: {engine_start:.1f}s (not in any wall time below)", flush=True)
-    warm_up(search.policy, search.selector)
+    warm_up(search.policy, search.selector, dataset.load() if args.warm_batch else None, args.width,
+            args.max_step_tokens)
     if args.embed_probe and getattr(search.selector, "embedder", None) is not None and not PROBED:
         PROBED.extend(embed_probe(search.policy, search.selector.embedder, args.embed_probe))
     search.policy.reset_engine_state()  # cold prefix cache, counters from here
@@ -437,6 +458,8 @@ def main() -> None:
     parser.add_argument("--search-outputs", action="store_true",
                         help="also replay the bounds asking for the search's outputs (detokenized "
                              "text, the step log-probability: python -m ets.replay --outputs search)")
+    parser.add_argument("--no-warm-batch", dest="warm_batch", action="store_false",
+                        help="skip the untimed full-size batch before the first row (warm_up)")
     parser.add_argument("--out", help="folder for engine.json and each method's problems.jsonl")
     args = parser.parse_args()
     if args.switch_interval_ms:  # the search sets it while it runs (search.switch_interval_ms)
@@ -463,7 +486,31 @@ def main() -> None:
           f"problems, width {args.width}, seed {args.seed}, "
           f"max tokens {args.max_tokens} (step {args.max_step_tokens})\n")
     print(table(rows))
+    for line in medians(rows):
+        print(line)
     write_json(args, rows)
+
+
+def medians(rows: list[dict]) -> list[str]:
+    """One line per method measured more than once (a name repeated in ``--selectors``):
+    the median tokens/s and the median of each per-run ratio to its bounds."""
+    by: dict[str, list[dict]] = {}
+    for row in rows:
+        by.setdefault(row["method"], []).append(row)
+    out = []
+    for method, runs in by.items():
+        if len(runs) < 2:
+            continue
+        parts = [f"{statistics.median(r['tok_s'] for r in runs):.0f} tok/s"]
+        for key, name in (("bound_tok_s", "plain batch"), ("chains_tok_s", "plain chains"),
+                          ("bound_so_tok_s", "search-output batch"), ("chains_so_tok_s", "search-output chains")):
+            ratios = [r["tok_s"] / r[key] for r in runs if r.get(key)]
+            if ratios:
+                parts.append(f"{100 * statistics.median(ratios):.0f}% of the {name} bound "
+                             f"({', '.join(f'{100 * x:.0f}%' for x in ratios)})")
+        decide = statistics.median(r["decide_ms_median"] for r in runs)
+        out.append(f"{method}, median of {len(runs)} runs: {'; '.join(parts)}; decision {decide:.3f} ms")
+    return out
 
 
 def write_json(args: argparse.Namespace, rows: list[dict]) -> None:

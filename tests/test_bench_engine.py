@@ -65,3 +65,19 @@ def test_decision_timer_sees_every_strategy_and_changes_no_record():
     assert len(timer.decisions()) == sum(len(c["observe"]) for c in timer.per_strategy) > len(rows)
     # the strategy proposes once more than it observes, unless it stopped after observing
     assert all(len(c["propose"]) in (len(c["observe"]), len(c["observe"]) + 1) for c in timer.per_strategy)
+
+
+def test_medians_of_repeated_rows():
+    """A method measured three times: the median tokens/s and the median of each run's own
+    ratio to its bound (not the ratio of medians); a method measured once gets no line."""
+    from bench.engine import medians
+
+    def row(method, tok_s, bound, so=0.0, decide=1.0):
+        return {"method": method, "tok_s": tok_s, "bound_tok_s": bound, "chains_tok_s": 0.0,
+                "bound_so_tok_s": so, "chains_so_tok_s": 0.0, "decide_ms_median": decide}
+
+    rows = [row("ets (async)", 100.0, 200.0, 125.0, 0.7), row("rebase (async)", 50.0, 100.0),
+            row("ets (async)", 120.0, 150.0, 150.0, 0.6), row("ets (async)", 90.0, 100.0, 100.0, 0.9)]
+    assert medians(rows) == [
+        "ets (async), median of 3 runs: 100 tok/s; 80% of the plain batch bound (50%, 80%, 90%); "
+        "80% of the search-output batch bound (80%, 80%, 90%); decision 0.700 ms"]
