@@ -242,9 +242,10 @@ def median_p95_ms(seconds: list[float]) -> tuple[float, float]:
     return 1e3 * statistics.median(ordered), 1e3 * ordered[int(0.95 * (len(ordered) - 1))]
 
 
-def timed(obj: object, method: str, totals: dict[str, float], calls: dict[str, list[float]] | None = None) -> None:
-    """Wrap ``obj.method`` so that its time adds up in ``totals[method]`` (and each call's
-    seconds go to ``calls[method]``)."""
+def timed(obj: object, method: str, totals: dict[str, float] | None,
+          calls: dict[str, list[float]] | None = None) -> None:
+    """Wrap ``obj.method`` so that its time adds up in ``totals[method]`` and each call's
+    seconds go to ``calls[method]`` (either ``None``: not kept)."""
     inner = getattr(obj, method)
 
     def wrapper(*a, **kw):
@@ -253,7 +254,8 @@ def timed(obj: object, method: str, totals: dict[str, float], calls: dict[str, l
             return inner(*a, **kw)
         finally:
             spent = time.perf_counter() - start
-            totals[method] += spent
+            if totals is not None:
+                totals[method] += spent
             if calls is not None:
                 calls.setdefault(method, []).append(spent)
 
@@ -274,9 +276,8 @@ class DecisionTimer:
         def timed_start(problem):
             state = start(problem)
             calls: dict[str, list[float]] = {}
-            spent = {"observe": 0.0, "propose": 0.0}
             for method in ("observe", "propose"):
-                timed(state.strategy, method, spent, calls)
+                timed(state.strategy, method, None, calls)
             self.per_strategy.append(calls)
             return state
 
