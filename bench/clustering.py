@@ -9,6 +9,7 @@ candidates REBASE would expand, softmax mass pruned, guaranteed children).
     python bench/clustering.py --problems 100 --width 16
     python bench/clustering.py --variant "old=selector=ets_improved selector.min_child_rule=every"
     python bench/clustering.py --real RUN_DIR [RUN_DIR ...]   # ETS offline on recorded frontiers
+    python bench/clustering.py --cut-timing   # the linkage cut: scipy's fcluster vs cut_tree_at
 """
 
 from __future__ import annotations
@@ -100,6 +101,47 @@ def real_frontiers(run_dirs: list[Path], cuts: list[float]) -> None:
               f"| {st['expanded_per_call']:.2f} | {st['mass_pruned_per_call']:.3f} |")
 
 
+def cut_timing(seed: int, repeats: int = 200) -> None:
+    """Milliseconds per cut (fastest of ``repeats``) of the average linkage of N random
+    384-d embeddings (a third of them duplicates), at the shipped embedder's threshold and
+    the paper's: scipy's ``fcluster(criterion="distance")`` against
+    ``ets.selectors.cluster.cut_tree_at`` (what ``cluster_labels`` uses), with whether
+    both give the same partition."""
+    import numpy as np
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+
+    from ets.selectors.cluster import cut_tree_at
+
+    def partition(labels) -> list[int]:
+        seen: dict[int, int] = {}
+        return [seen.setdefault(int(x), len(seen)) for x in labels]
+
+    rng = np.random.default_rng(seed)
+    print("| N | threshold | scipy fcluster ms | cut_tree_at ms | same partition |\n|---:|---:|---:|---:|---|")
+    for n in (16, 64, 256):
+        emb = rng.normal(size=(n, 384)).astype(np.float32)
+        dup = rng.integers(0, n, n // 3)
+        emb[dup] = emb[rng.integers(0, n, len(dup))]
+        dist = np.clip(pdist(emb, "cosine"), 0, 2)
+        dist[dist < 1e-6] = 0.0
+        merges = linkage(dist, "average")
+        for t in (0.05, float(np.median(merges[:, 2]))):
+            times = {}
+            for name in ("scipy", "ets"):
+                best = float("inf")
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    if name == "scipy":
+                        fcluster(merges, t=t, criterion="distance")
+                    else:
+                        cut_tree_at(merges, t, n)
+                    best = min(best, time.perf_counter() - start)
+                times[name] = best
+            same = partition(fcluster(merges, t=t, criterion="distance")) == partition(cut_tree_at(merges, t, n))
+            print(f"| {n} | {t:.3f} | {1e3 * times['scipy']:.3f} | {1e3 * times['ets']:.3f} | {same} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=100)
@@ -110,7 +152,12 @@ def main() -> None:
                         help="extra NAME=override override ... (space-separated overrides)")
     parser.add_argument("--real", type=Path, nargs="+", help="recorded run dirs (see real_frontiers)")
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.05, 0.15])
+    parser.add_argument("--cut-timing", action="store_true",
+                        help="time the average-linkage cut alone: scipy's fcluster vs cut_tree_at")
     args = parser.parse_args()
+    if args.cut_timing:
+        cut_timing(args.seed)
+        return
     if args.real:
         real_frontiers(args.real, args.cuts)
         return
