@@ -13,6 +13,11 @@ Then the step before it, decoding: one engine step's outputs for ``--requests`` 
 decoded by vLLM's ``MsgpackDecoder`` and by the raw-logprob decoder the asynchronous policy
 installs (``ets.policies.vllm_decode``), each followed by the step sum; microseconds per
 request and step, without logprobs for reference, and whether the sums are identical.
+
+Last, the engine core's side of the same step, which no front-end change reaches: what
+vLLM's scheduler does per request (``LogprobsLists.slice_request`` of the step's arrays,
+an ``EngineCoreOutput``) and its ``MsgpackEncoder`` encoding the step, with and without
+logprobs.
 """
 
 from __future__ import annotations
@@ -107,6 +112,35 @@ def decode_table(requests: int, repeats: int) -> None:
         print(f"| {name} | {us:.2f} |")
     a, b = rows["vLLM's decoder, logprobs=0"][1], rows["raw-logprob decoder (ets), logprobs=0"][1]
     print(f"\nsame step sums: {a == b}")
+    encode_table(requests, repeats)
+
+
+def encode_table(requests: int, repeats: int) -> None:
+    """The engine core's rows (module docstring)."""
+    from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
+    from vllm.v1.outputs import LogprobsLists
+    from vllm.v1.serial_utils import MsgpackEncoder
+
+    rng = np.random.default_rng(2)
+    step = LogprobsLists(rng.integers(0, 49152, (requests, 1)), rng.normal(-2, 1, (requests, 1)).astype(np.float32),
+                         rng.integers(1, 50, requests))
+    tokens = rng.integers(0, 49152, requests).tolist()
+    encoder = MsgpackEncoder()
+
+    def run(logprobs: bool) -> float:
+        best = 1e9
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            outs = [EngineCoreOutput(request_id=f"req-{i}", new_token_ids=[tokens[i]],
+                                     new_logprobs=step.slice_request(i, 1) if logprobs else None)
+                    for i in range(requests)]
+            encoder.encode(EngineCoreOutputs(outputs=outs))
+            best = min(best, time.perf_counter() - t0)
+        return 1e6 * best / requests
+
+    print(f"\nthe engine core's side of the step ({requests} requests): per-request slice + encode\n\n"
+          "| requests ask for | us per request and step |\n|---|---:|")
+    print(f"| logprobs=0 | {run(True):.2f} |\n| no logprobs | {run(False):.2f} |")
 
 
 if __name__ == "__main__":
