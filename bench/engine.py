@@ -306,8 +306,8 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
     engine_start = search.policy.start_engine()
     if engine_start > 1:
         print(f"engine start: {engine_start:.1f}s (not in any wall time below)", flush=True)
-    warm_up(search.policy, search.selector, dataset.load() if args.warm_batch else None, args.width,
-            args.max_step_tokens)
+    warm_up(search.policy, search.selector, dataset.load() if args.warm_batch and not WARMED else None,
+            args.width, args.max_step_tokens)
     if args.embed_probe and getattr(search.selector, "embedder", None) is not None and not PROBED:
         PROBED.extend(embed_probe(search.policy, search.selector.embedder, args.embed_probe))
     search.policy.reset_engine_state()  # cold prefix cache, counters from here

@@ -72,76 +72,70 @@ def main() -> None:
     decode_table(args.requests, args.repeats * 5)
 
 
-def decode_table(requests: int, repeats: int) -> None:
-    """The decode rows (module docstring)."""
+def engine_step(requests: int, seed: int = 1):
+    """``outputs(logprobs)``: one engine step's ``EngineCoreOutputs`` for ``requests``
+    requests of one token each, built as vLLM's scheduler builds them (each request's
+    ``slice_request`` of the step's logprob arrays, with ``logprobs``)."""
     from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
     from vllm.v1.outputs import LogprobsLists
+
+    rng = np.random.default_rng(seed)
+    step = LogprobsLists(rng.integers(0, 49152, (requests, 1)), rng.normal(-2, 1, (requests, 1)).astype(np.float32),
+                         rng.integers(1, 50, requests))
+    tokens = rng.integers(0, 49152, requests).tolist()
+
+    def outputs(logprobs: bool):
+        return EngineCoreOutputs(outputs=[
+            EngineCoreOutput(request_id=f"req-{i}", new_token_ids=[tokens[i]],
+                             new_logprobs=step.slice_request(i, 1) if logprobs else None) for i in range(requests)])
+
+    return outputs
+
+
+def fastest_us(work, repeats: int, per: int) -> float:
+    """The fastest of ``repeats`` calls of ``work()``, in microseconds per ``per``."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - t0)
+    return 1e6 * best / per
+
+
+def decode_table(requests: int, repeats: int) -> None:
+    """The decode rows (module docstring)."""
+    from vllm.v1.engine import EngineCoreOutputs
     from vllm.v1.serial_utils import MsgpackDecoder, MsgpackEncoder
 
     from ets.policies.vllm_decode import raw_types, sampled_logprobs
 
-    rng = np.random.default_rng(1)
+    outputs = engine_step(requests)
+    frames = {lp: [bytes(f) for f in MsgpackEncoder().encode(outputs(lp))] for lp in (True, False)}
+    stock, raw = MsgpackDecoder(EngineCoreOutputs), MsgpackDecoder(raw_types()[1])
 
-    def step(logprobs: bool) -> list:
-        outs = [EngineCoreOutput(request_id=f"req-{i}", new_token_ids=[int(rng.integers(0, 49152))],
-                                 new_logprobs=LogprobsLists(rng.integers(0, 49152, (1, 1)),
-                                                            rng.normal(-2, 1, (1, 1)).astype(np.float32),
-                                                            np.ones(1, dtype=np.int64)) if logprobs else None)
-                for i in range(requests)]
-        return [bytes(f) for f in MsgpackEncoder().encode(EngineCoreOutputs(outputs=outs))]
+    def sums(decoder, logprobs: bool) -> list[float]:
+        return [sum(sampled_logprobs(o.new_logprobs.logprobs)) if o.new_logprobs is not None else 0.0
+                for o in decoder.decode(frames[logprobs]).outputs]
 
-    _, raw_outputs = raw_types()
-    stock, raw = MsgpackDecoder(EngineCoreOutputs), MsgpackDecoder(raw_outputs)
-
-    def run(decoder, frames) -> tuple[float, list[float]]:
-        best, sums = 1e9, []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = decoder.decode(frames)
-            sums = [sum(sampled_logprobs(o.new_logprobs.logprobs)) if o.new_logprobs is not None else 0.0
-                    for o in out.outputs]
-            best = min(best, time.perf_counter() - t0)
-        return 1e6 * best / requests, sums
-
-    with_lp, without = step(True), step(False)
-    rows = {"vLLM's decoder, logprobs=0": run(stock, with_lp), "raw-logprob decoder (ets), logprobs=0": run(raw, with_lp),
-            "vLLM's decoder, no logprobs": run(stock, without)}
+    rows = {"vLLM's decoder, logprobs=0": (stock, True), "raw-logprob decoder (ets), logprobs=0": (raw, True),
+            "vLLM's decoder, no logprobs": (stock, False)}
     print(f"\n{requests} requests per engine step, one token each: decode + step sum\n\n"
           "| decoder | us per request and step |\n|---|---:|")
-    for name, (us, _) in rows.items():
-        print(f"| {name} | {us:.2f} |")
-    a, b = rows["vLLM's decoder, logprobs=0"][1], rows["raw-logprob decoder (ets), logprobs=0"][1]
-    print(f"\nsame step sums: {a == b}")
+    for name, (decoder, logprobs) in rows.items():
+        print(f"| {name} | {fastest_us(lambda d=decoder, lp=logprobs: sums(d, lp), repeats, requests):.2f} |")
+    print(f"\nsame step sums: {sums(stock, True) == sums(raw, True)}")
     encode_table(requests, repeats)
 
 
 def encode_table(requests: int, repeats: int) -> None:
     """The engine core's rows (module docstring)."""
-    from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
-    from vllm.v1.outputs import LogprobsLists
     from vllm.v1.serial_utils import MsgpackEncoder
 
-    rng = np.random.default_rng(2)
-    step = LogprobsLists(rng.integers(0, 49152, (requests, 1)), rng.normal(-2, 1, (requests, 1)).astype(np.float32),
-                         rng.integers(1, 50, requests))
-    tokens = rng.integers(0, 49152, requests).tolist()
-    encoder = MsgpackEncoder()
-
-    def run(logprobs: bool) -> float:
-        best = 1e9
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            outs = [EngineCoreOutput(request_id=f"req-{i}", new_token_ids=[tokens[i]],
-                                     new_logprobs=step.slice_request(i, 1) if logprobs else None)
-                    for i in range(requests)]
-            encoder.encode(EngineCoreOutputs(outputs=outs))
-            best = min(best, time.perf_counter() - t0)
-        return 1e6 * best / requests
-
+    outputs, encoder = engine_step(requests, seed=2), MsgpackEncoder()
     print(f"\nthe engine core's side of the step ({requests} requests): per-request slice + encode\n\n"
           "| requests ask for | us per request and step |\n|---|---:|")
-    print(f"| logprobs=0 | {run(True):.2f} |\n| no logprobs | {run(False):.2f} |")
-
+    for name, logprobs in (("logprobs=0", True), ("no logprobs", False)):
+        print(f"| {name} | {fastest_us(lambda lp=logprobs: encoder.encode(outputs(lp)), repeats, requests):.2f} |")
 
 if __name__ == "__main__":
     main()

@@ -341,15 +341,9 @@ def test_cut_tree_at_is_scipys_fcluster_distance_cut():
     """``cut_tree_at`` (what cluster_labels cuts with) against scipy's ``fcluster`` on
     random linkages: cuts at random heights, at 0, exactly at merge heights (ties), with
     duplicate points (zero-height merges), and on hand-made trees with an inversion."""
-    import numpy as np
-    from scipy.cluster.hierarchy import fcluster, linkage
-    from scipy.spatial.distance import pdist
+    from scipy.cluster.hierarchy import fcluster
 
-    from ets.selectors.cluster import cut_tree_at
-
-    def partition(labels) -> list[int]:
-        seen: dict[int, int] = {}
-        return [seen.setdefault(int(x), len(seen)) for x in labels]
+    from ets.selectors.cluster import average_linkage, cut_tree_at, first_seen
 
     rng = np.random.default_rng(7)
     cuts = 0
@@ -358,15 +352,13 @@ def test_cut_tree_at_is_scipys_fcluster_distance_cut():
         points = rng.normal(size=(n, 6))
         dup = rng.integers(0, n, n // 3)
         points[dup] = points[rng.integers(0, n, len(dup))]
-        dist = np.clip(pdist(points, "cosine"), 0, 2)
-        dist[dist < 1e-6] = 0.0
-        merges = linkage(dist, "average")
+        merges = average_linkage(points)
         for t in [0.0, float(rng.uniform(0, 1.5)), *merges[:, 2][rng.integers(0, n - 1, 3)]]:
-            assert partition(cut_tree_at(merges, t, n)) == partition(fcluster(merges, t=t, criterion="distance"))
+            assert first_seen(cut_tree_at(merges, t, n)) == first_seen(fcluster(merges, t=t, criterion="distance"))
             cuts += 1
     # an inversion (a merge lower than one below it): scipy cuts by the subtree's largest height
     inverted = np.array([[0, 1, 0.5, 2], [2, 3, 0.1, 2], [4, 5, 0.3, 3], [6, 7, 0.4, 5]], dtype=float)
     for t in (0.05, 0.1, 0.2, 0.3, 0.35, 0.45, 0.5, 0.6):
-        assert partition(cut_tree_at(inverted, t, 5)) == partition(
+        assert first_seen(cut_tree_at(inverted, t, 5)) == first_seen(
             fcluster(inverted, t=t, criterion="distance")), t
     assert cuts == 1000

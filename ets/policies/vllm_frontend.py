@@ -37,12 +37,12 @@ import threading
 import time
 from typing import Any
 
+from ets.policies.vllm import install_step_logprob_only, step_logprob
+
 
 def completion_tuple(c: Any) -> tuple[tuple[int, ...], str, float, str | None, Any]:
     """What the parent reads of a vLLM ``CompletionOutput`` (the step log-probability as
     :func:`ets.policies.vllm.step_logprob` reads it, here where the entries are)."""
-    from ets.policies.vllm import step_logprob
-
     return tuple(c.token_ids), c.text, step_logprob(c), c.finish_reason, c.stop_reason
 
 
@@ -52,7 +52,6 @@ def serve(conn: Any, model: str, options: dict[str, Any]) -> None:
     try:
         from vllm.inputs import TokensPrompt
 
-        from ets.policies.vllm import install_step_logprob_only
         from ets.policies.vllm_async import final_output, new_async_llm
 
         install_step_logprob_only()  # the marked requests' logprobs are summed here

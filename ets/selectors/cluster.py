@@ -384,6 +384,11 @@ def cluster_labels(embeddings: np.ndarray, threshold: float) -> list[int]:
     n = len(embeddings)
     if n <= 1:
         return [0] * n
+    return first_seen(cut_tree_at(average_linkage(embeddings), threshold, n))
+
+
+def average_linkage(embeddings: np.ndarray) -> np.ndarray:
+    """scipy's average-linkage merges of the rows on cosine distance (equal rows at 0)."""
     import numpy as np
     from scipy.cluster.hierarchy import linkage
     from scipy.spatial.distance import pdist
@@ -392,9 +397,13 @@ def cluster_labels(embeddings: np.ndarray, threshold: float) -> list[int]:
     # Equal (float32) rows come out a few 1e-8 apart, not 0: snap that noise so that
     # equal texts merge at any cut, 0 included.
     dist[dist < _SAME_VECTOR] = 0.0
-    labels = cut_tree_at(linkage(dist, method="average"), threshold, n)
-    remap: dict[int, int] = {}
-    return [remap.setdefault(x, len(remap)) for x in labels]
+    return linkage(dist, method="average")
+
+
+def first_seen(labels: Sequence[Any]) -> list[int]:
+    """``labels`` renumbered ``0..K-1`` in order of first appearance (the partition alone)."""
+    remap: dict[Any, int] = {}
+    return [remap.setdefault(int(x), len(remap)) for x in labels]
 
 
 def cut_tree_at(merges: Any, threshold: float, n: int) -> list[int]:
@@ -405,7 +414,7 @@ def cut_tree_at(merges: Any, threshold: float, n: int) -> list[int]:
     ``fcluster`` puts in one cluster the points under a node whose largest merge height
     in its subtree (``maxdists``) is ``<= threshold``; so does this, joining both sides of
     every such merge (the largest height is carried up, so a rounding inversion of the
-    average linkage cuts where scipy cuts). tests/selectors/test_cluster.py compares both.
+    average linkage cuts where scipy cuts). tests/test_cluster.py compares both.
     """
     parent = list(range(2 * n - 1))
     top = [0.0] * (2 * n - 1)  # largest merge height under each node
