@@ -17,7 +17,9 @@ request and step, without logprobs for reference, and whether the sums are ident
 Last, the engine core's side of the same step, which no front-end change reaches: what
 vLLM's scheduler does per request (``LogprobsLists.slice_request`` of the step's arrays,
 an ``EngineCoreOutput``) and its ``MsgpackEncoder`` encoding the step, with and without
-logprobs.
+logprobs, and what the policy's engines do instead for step-logprob-only requests (ets'
+scheduler, ``ets.policies.vllm_scheduler``: the sampled log-probabilities as floats; the
+decode table has its row too).
 """
 
 from __future__ import annotations
@@ -75,19 +77,29 @@ def main() -> None:
 def engine_step(requests: int, seed: int = 1):
     """``outputs(logprobs)``: one engine step's ``EngineCoreOutputs`` for ``requests``
     requests of one token each, built as vLLM's scheduler builds them (each request's
-    ``slice_request`` of the step's logprob arrays, with ``logprobs``)."""
+    ``slice_request`` of the step's logprob arrays, with ``logprobs``: ``True`` vLLM's
+    scheduler, ``"floats"`` ets' step-float scheduler with every request marked
+    step-logprob-only, ``False`` none)."""
+    from vllm import SamplingParams
     from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
     from vllm.v1.outputs import LogprobsLists
+
+    from ets.policies.vllm import STEP_LOGPROB_ONLY
+    from ets.policies.vllm_scheduler import StepLogprobs
 
     rng = np.random.default_rng(seed)
     step = LogprobsLists(rng.integers(0, 49152, (requests, 1)), rng.normal(-2, 1, (requests, 1)).astype(np.float32),
                          rng.integers(1, 50, requests))
     tokens = rng.integers(0, 49152, requests).tolist()
+    ids = [f"req-{i}" for i in range(requests)]
+    marked = type("Request", (), {"sampling_params": SamplingParams(logprobs=0, extra_args={STEP_LOGPROB_ONLY: True})})
+    scheduled = {i: marked() for i in ids}  # what the scheduler reads of each vLLM Request
 
-    def outputs(logprobs: bool):
+    def outputs(logprobs: bool | str):
+        sliced = StepLogprobs(step, ids, scheduled) if logprobs == "floats" else step
         return EngineCoreOutputs(outputs=[
-            EngineCoreOutput(request_id=f"req-{i}", new_token_ids=[tokens[i]],
-                             new_logprobs=step.slice_request(i, 1) if logprobs else None) for i in range(requests)])
+            EngineCoreOutput(request_id=ids[i], new_token_ids=[tokens[i]],
+                             new_logprobs=sliced.slice_request(i, 1) if logprobs else None) for i in range(requests)])
 
     return outputs
 
@@ -110,20 +122,21 @@ def decode_table(requests: int, repeats: int) -> None:
     from ets.policies.vllm_decode import raw_types, sampled_logprobs
 
     outputs = engine_step(requests)
-    frames = {lp: [bytes(f) for f in MsgpackEncoder().encode(outputs(lp))] for lp in (True, False)}
+    frames = {lp: [bytes(f) for f in MsgpackEncoder().encode(outputs(lp))] for lp in (True, "floats", False)}
     stock, raw = MsgpackDecoder(EngineCoreOutputs), MsgpackDecoder(raw_types()[1])
 
-    def sums(decoder, logprobs: bool) -> list[float]:
+    def sums(decoder, logprobs: bool | str) -> list[float]:
         return [sum(sampled_logprobs(o.new_logprobs.logprobs)) if o.new_logprobs is not None else 0.0
                 for o in decoder.decode(frames[logprobs]).outputs]
 
     rows = {"vLLM's decoder, logprobs=0": (stock, True), "raw-logprob decoder (ets), logprobs=0": (raw, True),
+            "raw-logprob decoder (ets), logprobs=0, step floats": (raw, "floats"),
             "vLLM's decoder, no logprobs": (stock, False)}
     print(f"\n{requests} requests per engine step, one token each: decode + step sum\n\n"
           "| decoder | us per request and step |\n|---|---:|")
     for name, (decoder, logprobs) in rows.items():
         print(f"| {name} | {fastest_us(lambda d=decoder, lp=logprobs: sums(d, lp), repeats, requests):.2f} |")
-    print(f"\nsame step sums: {sums(stock, True) == sums(raw, True)}")
+    print(f"\nsame step sums: {sums(stock, True) == sums(raw, True) == sums(raw, 'floats')}")
     encode_table(requests, repeats)
 
 
@@ -134,7 +147,8 @@ def encode_table(requests: int, repeats: int) -> None:
     outputs, encoder = engine_step(requests, seed=2), MsgpackEncoder()
     print(f"\nthe engine core's side of the step ({requests} requests): per-request slice + encode\n\n"
           "| requests ask for | us per request and step |\n|---|---:|")
-    for name, logprobs in (("logprobs=0", True), ("no logprobs", False)):
+    for name, logprobs in (("logprobs=0, vLLM's scheduler", True), ("logprobs=0, step floats (ets' scheduler)", "floats"),
+                           ("no logprobs", False)):
         print(f"| {name} | {fastest_us(lambda lp=logprobs: encoder.encode(outputs(lp)), repeats, requests):.2f} |")
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ def raw_types() -> tuple[type, type]:
     from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
     from vllm.v1.outputs import LogprobsLists
 
+    from ets.policies.vllm_scheduler import StepFloats
+
     def ndarray(triple: Any, bufs: Any) -> Any:
         """vLLM's ``MsgpackDecoder._decode_ndarray`` (zero-copy, as its client decodes)."""
         dtype, shape, data = triple
@@ -61,13 +63,16 @@ def raw_types() -> tuple[type, type]:
         cu_num_generated_tokens: list[int] | None = None
 
         def lists(self, bufs: Any = None) -> Any:
-            """The ``LogprobsLists`` vLLM's decoder builds from the same bytes."""
+            """The ``LogprobsLists`` vLLM's decoder builds from the same bytes (the
+            :class:`~ets.policies.vllm_scheduler.StepFloats` the engine core sent as floats)."""
+            if is_step_floats(self.logprobs):
+                return StepFloats(None, self.logprobs, None)
             dec = _triple_decoder()
             return LogprobsLists(ndarray(dec.decode(self.logprob_token_ids), bufs), ndarray(self.logprobs, bufs),
                                  ndarray(dec.decode(self.sampled_token_ranks), bufs), self.cu_num_generated_tokens)
 
         def slice_request(self, req_idx: int, num_positions: int) -> Any:
-            return self.lists().slice_request(req_idx, num_positions)
+            return self.lists().slice_request(req_idx, num_positions)  # vLLM's trim after a stop string
 
     class RawEngineCoreOutput(EngineCoreOutput, array_like=True, omit_defaults=True, gc=False):
         new_logprobs: RawLogprobs | None = None
@@ -87,12 +92,22 @@ def _triple_decoder() -> Any:
     return msgspec.msgpack.Decoder(ext_hook=MsgpackDecoder().ext_hook)
 
 
+def is_step_floats(rows: Any) -> bool:
+    """Whether ``rows`` (a ``.logprobs`` as the front end gets it) is the float list of a
+    :class:`~ets.policies.vllm_scheduler.StepFloats`, not an array or :class:`RawLogprobs`'
+    ``[dtype, shape, bytes]`` (whose first entry is the dtype string)."""
+    return isinstance(rows, list) and not (rows and isinstance(rows[0], str))
+
+
 def sampled_logprobs(rows: Any) -> list[float]:
     """The sampled tokens' log-probabilities (first column) of ``LogprobsLists.logprobs``:
-    an array, or :class:`RawLogprobs`' ``[dtype, shape, bytes]``; Python floats, in order,
-    as ``rows.tolist()`` gives them."""
+    an array, :class:`RawLogprobs`' ``[dtype, shape, bytes]``, or the floats the engine core
+    sent (:class:`~ets.policies.vllm_scheduler.StepFloats`); Python floats, in order, as
+    ``rows.tolist()`` gives them."""
     if not isinstance(rows, list):
         return [row[0] for row in rows.tolist()]
+    if is_step_floats(rows):
+        return rows
     dtype, shape, data = rows
     width = shape[1] if len(shape) > 1 else 1
     if dtype == "<f4" and _LITTLE and isinstance(data, memoryview) and data.contiguous:
@@ -123,6 +138,20 @@ def _patch_logprobs_processor() -> None:
     LogprobsProcessor._update_sample_logprobs = _update_sample_logprobs
 
 
+_DECODER_ATTRS = ("decoder", "ext_hook", "dec_hook", "decode")
+
+
+def raw_decoding_supported() -> bool:
+    """Whether this vLLM's ``MsgpackDecoder`` has the shape :func:`install_raw_logprobs`
+    replaces (its ``decoder`` is an instance attribute: checked on a fresh one)."""
+    try:
+        from vllm.v1.engine import EngineCoreOutputs
+        from vllm.v1.serial_utils import MsgpackDecoder
+    except ImportError:
+        return False
+    return all(hasattr(MsgpackDecoder(EngineCoreOutputs), a) for a in _DECODER_ATTRS)
+
+
 def install_raw_logprobs(client: Any) -> bool:
     """Decode ``client``'s engine outputs with raw logprobs (module docstring). ``client`` is
     an ``AsyncLLM``'s ``engine_core``; returns ``False`` (nothing changed) where it has no
@@ -132,7 +161,7 @@ def install_raw_logprobs(client: Any) -> bool:
     decoder = getattr(client, "decoder", None)
     if decoder is None or getattr(decoder, "_ets_raw_logprobs", None) is not None:
         return decoder is not None
-    if not all(hasattr(decoder, a) for a in ("decoder", "ext_hook", "dec_hook", "decode")):
+    if not all(hasattr(decoder, a) for a in _DECODER_ATTRS):
         return False
     if not install_step_logprob_only():
         return False

@@ -66,7 +66,30 @@ def test_async_engine_generates_what_the_batch_engine_does(policy):
         reqs = [GenRequest(problem, prompt.text, prompt.token_ids, 3, 24, ["\n\n"], 11),
                 GenRequest(problem, prompt.text, prompt.token_ids, 1, 40, [], 12, 0.0),  # greedy: n = 1
                 GenRequest(problem, "", long_ctx, 1, 24, [], 13)]
-        got, want = policy.generate(reqs), batch.generate(reqs)
+        # the engine core runs ets' scheduler and sends the marked requests' log-probabilities
+        # as floats (ets.policies.vllm_scheduler); the offline engine runs vLLM's (arrays)
+        from ets.policies.vllm_decode import is_step_floats
+        from ets.policies.vllm_scheduler import SCHEDULER
+
+        policy._start()
+        assert policy._async.vllm_config.scheduler_config.scheduler_cls == SCHEDULER
+        assert batch.engine.llm.llm_engine.vllm_config.scheduler_config.scheduler_cls is None
+        decoder, kinds = policy._async.engine_core.decoder, []
+        plain_decode = decoder.decode
+
+        def decode(bufs):
+            out = plain_decode(bufs)
+            kinds.extend(is_step_floats(o.new_logprobs.logprobs) for o in out.outputs if o.new_logprobs is not None)
+            return out
+
+        decoder.decode = decode
+        try:
+            got = policy.generate(reqs)
+        finally:
+            decoder.decode = plain_decode
+        # every step's output came as floats but (vLLM 0.26) a finished request's last one
+        assert kinds and sum(kinds) >= len(kinds) - 5, kinds
+        want = batch.generate(reqs)
         assert_same([[(g.text, g.token_ids, g.finish_reason, g.logprob) for g in gs] for gs in got],
                     [[(g.text, g.token_ids, g.finish_reason, g.logprob) for g in gs] for gs in want],
                     "generations")
