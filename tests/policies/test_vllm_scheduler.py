@@ -24,7 +24,12 @@ from vllm.v1.serial_utils import MsgpackDecoder, MsgpackEncoder  # noqa: E402
 from ets.policies.vllm import STEP_LOGPROB_ONLY, _add_sampled_logprobs  # noqa: E402
 from ets.policies.vllm_decode import install_raw_logprobs, is_step_floats, sampled_logprobs  # noqa: E402
 from ets.policies.vllm_scheduler import (  # noqa: E402
-    SCHEDULER, StepFloats, StepLogprobs, scheduler_class, with_step_float_scheduler)
+    SCHEDULER,
+    StepFloats,
+    StepLogprobs,
+    scheduler_class,
+    with_step_float_scheduler,
+)
 
 
 def request(marked: bool, logprobs: int = 0) -> types.SimpleNamespace:
