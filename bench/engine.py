@@ -67,11 +67,22 @@ def safe(entry: str) -> str:
     return re.sub(r"[^\w.-]+", "_", entry)
 
 
+ROW_FLAGS = ("arrays",)  # row words that are not overrides (split_variant)
+
+
 def split_variant(entry: str) -> tuple[str, list[str]]:
     """``ets:selector.embedder.device=cpu,selector.embedder.num_threads=8`` -> the
-    selector and that row's own overrides (applied after ``--override``)."""
+    selector and that row's own overrides (applied after ``--override``); the words of
+    ``ROW_FLAGS`` are left out (``row_flags``)."""
     selector, _, rest = entry.partition(":")
-    return selector, [o for o in rest.split(",") if o]
+    return selector, [o for o in rest.split(",") if o and o not in ROW_FLAGS]
+
+
+def row_flags(entry: str) -> set[str]:
+    """The ``ROW_FLAGS`` of a row: ``arrays`` (``ets:arrays``): the engine core sends the step
+    log-probabilities as vLLM's arrays, not as floats (``policy.step_floats``; the same
+    engine, so the two compare side by side)."""
+    return {o for o in entry.partition(":")[2].split(",") if o in ROW_FLAGS}
 
 
 def compose_cfg(args: argparse.Namespace, entry: str):
@@ -303,6 +314,7 @@ def run_one(args: argparse.Namespace, selector: str, embedder=None, policy=None)
         search.selector.embedder = embedder
     if policy is not None:  # one engine for every method (AsyncLLM engines are not shared)
         search.policy = policy
+    search.policy.step_floats = "arrays" not in row_flags(selector)
     engine_start = search.policy.start_engine()
     if engine_start > 1:
         print(f"engine start: {engine_start:.1f}s (not in any wall time below)", flush=True)
@@ -436,7 +448,8 @@ def main() -> None:
     parser.add_argument("--selectors", nargs="+", default=list(SELECTORS),
                         help="rows, each a selector with optional own overrides after a colon, "
                              "comma-separated: ets rebase ets:selector.embedder.device=cpu (repeat a "
-                             "name to repeat its search)")
+                             "name to repeat its search; ets:arrays: the step log-probabilities as "
+                             "vLLM's arrays from the engine core, not floats)")
     parser.add_argument("--override", nargs="*", default=[],
                         help="extra Hydra overrides (selector.* ones apply to ETS only), "
                              "e.g. selector.embedder.num_threads=2")

@@ -2,7 +2,7 @@
 
 import argparse
 
-from bench.engine import compose_cfg, probe_texts, safe, split_variant
+from bench.engine import compose_cfg, probe_texts, row_flags, safe, split_variant
 from ets.config import register_configs
 
 
@@ -18,6 +18,10 @@ def test_split_variant_and_file_name():
     assert split_variant("ets:selector.embedder.device=cpu,selector.lambda=2") == (
         "ets", ["selector.embedder.device=cpu", "selector.lambda=2"])
     assert safe("ets:selector.embedder.device=cpu") == "ets_selector.embedder.device_cpu"
+    # "arrays" is a row flag (the engine core's arrays, not floats), not an override
+    assert split_variant("rebase:arrays,search.seed=2") == ("rebase", ["search.seed=2"])
+    assert row_flags("rebase:arrays,search.seed=2") == {"arrays"} and row_flags("ets") == set()
+    assert row_flags("ets:selector.arrays=1") == set()
 
 
 def test_row_overrides_replace_the_common_ones_and_selector_keys_stay_with_ets():

@@ -40,7 +40,14 @@ _ENGINES: dict[tuple[Any, ...], Engine] = {}
 _ACTIVE: set[tuple[Any, ...]] = set()
 
 # SamplingParams.extra_args key of the requests whose per-token logprobs only feed the sum.
+# Its value: True, the engine core sends their log-probabilities as floats where it runs
+# ets' scheduler (ets.policies.vllm_scheduler); "arrays", as vLLM's arrays (benchmarks).
 STEP_LOGPROB_ONLY = "ets_step_logprob_only"
+
+
+def step_logprob_marker(floats: bool = True) -> dict[str, Any]:
+    """The ``extra_args`` of a step-logprob-only request (``floats``: see ``STEP_LOGPROB_ONLY``)."""
+    return {STEP_LOGPROB_ONLY: True if floats else "arrays"}
 
 
 def _add_sampled_logprobs(proc: Any, logprobs_lists: Any) -> None:
@@ -398,6 +405,9 @@ class VLLMPolicy:
                                          chat_template_kwargs, response_prefix, revision, trust_remote_code)
         self._engine: Engine | None = None
         self.step_logprob_only = True  # False: vLLM's full per-token logprobs (the old path)
+        # False: the engine core sends the step log-probabilities as vLLM's arrays, not as
+        # floats (ets.policies.vllm_scheduler; benchmarks compare both on one engine)
+        self.step_floats = True
         self.step_logprobs = step_logprobs  # :class:`ets.protocols.StepLogprobSwitch`
         self._logprobs_needed = True  # what None (auto) means until a search says otherwise
         self._base: dict[str, float] = {}
@@ -506,7 +516,7 @@ class VLLMPolicy:
         # work in its output processor (see install_step_logprob_only).
         logprobs = self.wants_step_logprobs
         if logprobs and self.step_logprob_only and install_step_logprob_only():
-            kwargs["extra_args"] = {STEP_LOGPROB_ONLY: True}
+            kwargs["extra_args"] = step_logprob_marker(self.step_floats)
         return SamplingParams(
             n=1 if self._greedy(req) else req.n, max_tokens=room, stop=list(req.stop) or None,
             include_stop_str_in_output=True, temperature=self._temperature(req), top_p=self.top_p,

@@ -12,7 +12,7 @@ search's requests ran at 64–83% of the same requests without logprobs (README
 
 :class:`StepFloatScheduler` is vLLM's scheduler (``AsyncScheduler`` where the engine
 schedules asynchronously, else ``Scheduler``) with one change in ``update_from_output``:
-for a request marked step-logprob-only (``extra_args[STEP_LOGPROB_ONLY]``, the requests whose
+for a request marked step-logprob-only (``extra_args[STEP_LOGPROB_ONLY]`` true, the requests whose
 front end keeps only the sum: :func:`ets.policies.vllm.install_step_logprob_only`), the
 slice is a :class:`StepFloats`, the sampled tokens' log-probabilities (the first column of
 the step's array, as ``tolist`` gives them, once per step) as a list of Python floats,
@@ -74,7 +74,7 @@ class StepLogprobs:
         # vLLM's slice then, which the front end reads as well
         params = getattr(self.requests.get(self.req_ids[req_idx]), "sampling_params", None)
         extra = getattr(params, "extra_args", None)
-        if not extra or not extra.get(STEP_LOGPROB_ONLY):
+        if not extra or extra.get(STEP_LOGPROB_ONLY) is not True:  # "arrays": vLLM's (benchmarks)
             return self.lists.slice_request(req_idx, num_positions)
         column = self.column
         if column is None:  # the sampled token's log-probability is each row's first entry

@@ -21,7 +21,7 @@ from vllm.v1.engine.logprobs import LogprobsProcessor  # noqa: E402
 from vllm.v1.outputs import LogprobsLists  # noqa: E402
 from vllm.v1.serial_utils import MsgpackDecoder, MsgpackEncoder  # noqa: E402
 
-from ets.policies.vllm import STEP_LOGPROB_ONLY, _add_sampled_logprobs  # noqa: E402
+from ets.policies.vllm import _add_sampled_logprobs, step_logprob_marker  # noqa: E402
 from ets.policies.vllm_decode import install_raw_logprobs, is_step_floats, sampled_logprobs  # noqa: E402
 from ets.policies.vllm_scheduler import (  # noqa: E402
     SCHEDULER,
@@ -32,9 +32,9 @@ from ets.policies.vllm_scheduler import (  # noqa: E402
 )
 
 
-def request(marked: bool, logprobs: int = 0) -> types.SimpleNamespace:
+def request(marked: bool, logprobs: int = 0, floats: bool = True) -> types.SimpleNamespace:
     """What the scheduler reads of a vLLM ``Request``: its ``SamplingParams``."""
-    extra = {STEP_LOGPROB_ONLY: True} if marked else None
+    extra = step_logprob_marker(floats) if marked else None
     return types.SimpleNamespace(sampling_params=SamplingParams(logprobs=logprobs, extra_args=extra))
 
 
@@ -50,10 +50,12 @@ def step(rng, counts: list[int], k: int, cu: bool) -> LogprobsLists:
 @pytest.mark.parametrize("k,cu", [(0, False), (3, False), (0, True), (2, True)])
 def test_marked_requests_get_their_sampled_logprobs_as_floats_the_rest_vllms_slices(k, cu):
     rng = np.random.default_rng(k + 10 * cu)
-    counts = [2, 1, 3, 1] if cu else [1, 1, 1, 1]
+    counts = [2, 1, 3, 1, 2] if cu else [1, 1, 1, 1, 1]
     lists = step(rng, counts, k, cu)
-    ids = ["m0", "u1", "m2", "gone"]
-    requests = {"m0": request(True), "u1": request(False, 2), "m2": request(True)}  # "gone": freed (0.26)
+    ids = ["m0", "u1", "m2", "gone", "arrays4"]
+    # "gone": freed before the slice (vLLM 0.26, a finished request); "arrays4": marked
+    # step-logprob-only with vLLM's arrays asked for (benchmarks)
+    requests = {"m0": request(True), "u1": request(False, 2), "m2": request(True), "arrays4": request(True, floats=False)}
     sliced = StepLogprobs(lists, ids, requests)
     assert bool(sliced)  # vLLM's ``and logprobs``
     for i, n in enumerate(counts):
