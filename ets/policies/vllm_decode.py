@@ -21,6 +21,11 @@ sum gives); every other consumer (vLLM's ``LogprobsProcessor`` for unmarked requ
 (an index into the message's extra frames, above its inline threshold) are converted
 while those frames are at hand.
 
+Where the engine core runs ets' scheduler (:mod:`ets.policies.vllm_scheduler`), a marked
+request's ``new_logprobs`` arrives as plain floats instead (``logprobs`` is a list of
+floats: :func:`is_step_floats`); :func:`sampled_logprobs` returns them as they are and
+:meth:`RawLogprobs.lists` gives the ``StepFloats`` the engine core built.
+
 Works with vLLM 0.26 and 0.32 (the same encoding; the output structs are subclassed, not
 copied, so fields added by a version are kept).
 """
