@@ -213,8 +213,13 @@ def get_engine(model: str, options: dict[str, Any], env: dict[str, str | None] |
     os.environ.update(env)
     if hasattr(vllm.envs, "disable_envs_cache"):  # an in-process engine froze the environment
         vllm.envs.disable_envs_cache()
+    from ets.policies.vllm_scheduler import read_step_floats, with_step_float_scheduler
+
     start = time.perf_counter()
-    llm = LLM(model=model, **supported_options({**options, "disable_log_stats": False}))
+    # the step log-probabilities as floats from the engine core, decoded raw (as the async policy's)
+    options = supported_options(with_step_float_scheduler({**options, "disable_log_stats": False}))
+    llm = LLM(model=model, **options)
+    read_step_floats(llm.llm_engine.engine_core, options, llm.llm_engine.engine_core.shutdown)
     engine = Engine(llm)
     engine.start_s = time.perf_counter() - start
     log.info("vLLM engine for %s started in %.1fs", model, engine.start_s)

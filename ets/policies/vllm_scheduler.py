@@ -19,11 +19,12 @@ the step's array, as ``tolist`` gives them, once per step) as a list of Python f
 which msgpack encodes natively. float32 → float64 is exact, so the front end's sum is the
 same number as vLLM's (same values, same order). Every other request gets vLLM's own slice.
 
-The policy's engines read these: :func:`ets.policies.vllm_async.new_async_llm` sets
-``scheduler_cls`` (vLLM's documented option for a custom scheduler, resolved by import path
-in the engine-core process, spawned or not) where the user has not, and installs the
-raw-logprob decoder (:mod:`ets.policies.vllm_decode`), which decodes ``StepFloats`` too; an
-in-process engine core hands the object over as is. vLLM's own decoder could not decode it,
+The policy's engines read these: :func:`ets.policies.vllm_async.new_async_llm` (``AsyncLLM``)
+and :func:`ets.policies.vllm.get_engine` (the offline ``LLM``) set ``scheduler_cls`` (vLLM's
+documented option for a custom scheduler, resolved by import path in the engine-core
+process, spawned or not) where the user has not, and install the raw-logprob decoder
+(:mod:`ets.policies.vllm_decode`, :func:`read_step_floats`), which decodes ``StepFloats``
+too; an in-process engine core hands the object over as is. vLLM's own decoder could not decode it,
 so no engine without that decoder gets this scheduler.
 
 Works with vLLM 0.26 and 0.32 (``update_from_output`` reads ``model_runner_output.logprobs``
@@ -128,3 +129,19 @@ def with_step_float_scheduler(options: dict[str, Any]) -> dict[str, Any]:
     if options.get("scheduler_cls") is not None or not install_step_logprob_only() or not raw_decoding_supported():
         return options
     return {**options, "scheduler_cls": SCHEDULER}
+
+
+def read_step_floats(client: Any, options: dict[str, Any], shutdown: Any) -> None:
+    """Give an engine started with ``options`` (:func:`with_step_float_scheduler`'s) the
+    raw-logprob decoder on its engine-core ``client``, which reads the step floats. Where
+    its scheduler is :class:`StepFloatScheduler` and ``client`` has a decoder that cannot
+    be replaced, ``shutdown()`` the engine and raise: vLLM's decoder cannot read them."""
+    from ets.policies.vllm_decode import install_raw_logprobs
+
+    if install_raw_logprobs(client) or options.get("scheduler_cls") != SCHEDULER:
+        return
+    if getattr(client, "decoder", None) is not None:  # an in-process client decodes nothing
+        shutdown()
+        raise RuntimeError(f"vLLM's engine-core client {type(client).__name__} has a decoder the raw-logprob "
+                           f"decoder cannot replace, so it cannot read the step floats of {SCHEDULER}: "
+                           "set policy.engine_kwargs.scheduler_cls to vLLM's scheduler")

@@ -66,30 +66,38 @@ def test_async_engine_generates_what_the_batch_engine_does(policy):
         reqs = [GenRequest(problem, prompt.text, prompt.token_ids, 3, 24, ["\n\n"], 11),
                 GenRequest(problem, prompt.text, prompt.token_ids, 1, 40, [], 12, 0.0),  # greedy: n = 1
                 GenRequest(problem, "", long_ctx, 1, 24, [], 13)]
-        # the engine core runs ets' scheduler and sends the marked requests' log-probabilities
-        # as floats (ets.policies.vllm_scheduler); the offline engine runs vLLM's (arrays)
+        # Both engine cores run ets' scheduler (ets.policies.vllm_scheduler): the async one
+        # sends the marked requests' log-probabilities as floats, the offline one as vLLM's
+        # arrays (step_floats off: the requests ask for them); both decode raw.
         from ets.policies.vllm_decode import is_step_floats
         from ets.policies.vllm_scheduler import SCHEDULER
 
         policy._start()
+        batch.step_floats = False
         assert policy._async.vllm_config.scheduler_config.scheduler_cls == SCHEDULER
-        assert batch.engine.llm.llm_engine.vllm_config.scheduler_config.scheduler_cls is None
-        decoder, kinds = policy._async.engine_core.decoder, []
-        plain_decode = decoder.decode
+        assert batch.engine.llm.llm_engine.vllm_config.scheduler_config.scheduler_cls == SCHEDULER
+        kinds: dict[str, list[bool]] = {"async": [], "batch": []}
+        decoders = {"async": policy._async.engine_core.decoder, "batch": batch.engine.llm.llm_engine.engine_core.decoder}
+        plain = {name: d.decode for name, d in decoders.items()}
 
-        def decode(bufs):
-            out = plain_decode(bufs)
-            kinds.extend(is_step_floats(o.new_logprobs.logprobs) for o in out.outputs if o.new_logprobs is not None)
-            return out
+        def recording(name):
+            def decode(bufs):
+                out = plain[name](bufs)
+                kinds[name].extend(is_step_floats(o.new_logprobs.logprobs)
+                                   for o in out.outputs if o.new_logprobs is not None)
+                return out
+            return decode
 
-        decoder.decode = decode
+        for name, d in decoders.items():
+            d.decode = recording(name)
         try:
-            got = policy.generate(reqs)
+            got, want = policy.generate(reqs), batch.generate(reqs)
         finally:
-            decoder.decode = plain_decode
+            for name, d in decoders.items():
+                d.decode = plain[name]
         # every step's output came as floats but (vLLM 0.26) a finished request's last one
-        assert kinds and sum(kinds) >= len(kinds) - 5, kinds
-        want = batch.generate(reqs)
+        assert kinds["async"] and sum(kinds["async"]) >= len(kinds["async"]) - 5, kinds
+        assert kinds["batch"] and not any(kinds["batch"])
         assert_same([[(g.text, g.token_ids, g.finish_reason, g.logprob) for g in gs] for gs in got],
                     [[(g.text, g.token_ids, g.finish_reason, g.logprob) for g in gs] for gs in want],
                     "generations")

@@ -148,8 +148,14 @@ def test_step_logprob_equals_the_summed_per_token_logprobs_of_the_full_path(poli
 
     from ets.policies.vllm import STEP_LOGPROB_ONLY
 
+    from ets.policies.vllm_scheduler import SCHEDULER
+
     req = request(policy, n=3, max_tokens=10, stop=("e",), seed=21)
     fast = policy.generate([req])[0]
+    # in process (no decoder): ets' scheduler hands the marked requests' step floats over as
+    # objects (ets.policies.vllm_scheduler); the unmarked requests below get vLLM's arrays
+    engine = policy.engine.llm.llm_engine
+    assert engine.vllm_config.scheduler_config.scheduler_cls == SCHEDULER and not hasattr(engine.engine_core, "decoder")
     params = SamplingParams(n=3, max_tokens=10, stop=["e"], include_stop_str_in_output=True, temperature=1.0,
                             seed=21, logprobs=0)
     full = policy.engine.generate([TokensPrompt(prompt_token_ids=list(req.context_ids))], [params])[0].outputs
