@@ -147,7 +147,6 @@ def test_step_logprob_equals_the_summed_per_token_logprobs_of_the_full_path(poli
     from vllm.inputs import TokensPrompt
 
     from ets.policies.vllm import STEP_LOGPROB_ONLY
-
     from ets.policies.vllm_scheduler import SCHEDULER
 
     req = request(policy, n=3, max_tokens=10, stop=("e",), seed=21)
