@@ -4,17 +4,17 @@ sampled tokens' log-probabilities of step-logprob-only requests as plain floats.
 With ``logprobs=0`` vLLM's scheduler slices, for every request at every engine step, the
 step's three logprob arrays (``LogprobsLists.slice_request``: token ids, log-probabilities,
 ranks) into an ``EngineCoreOutput``, and the engine core's ``MsgpackEncoder`` encodes each
-of the three small arrays through a Python hook: 5.3 µs per request and step here against
-0.3 without logprobs (``bench/logprobs.py``), in the engine-core process that also
-schedules the GPU. With a small model on an H200 that process bounds throughput: the
-search's requests ran at 64–83% of the same requests without logprobs (README
-"Performance on a GPU").
+of the three small arrays through a Python hook: 4.25 µs per request and step here against
+0.23 without logprobs and 0.84 with this scheduler (``bench/logprobs.py``), in the
+engine-core process that also schedules the GPU. With a small model on an H200 that
+process bounds throughput: before this scheduler the search's requests ran at 64–83% of
+the same requests without logprobs (README "Performance on a GPU").
 
 :class:`StepFloatScheduler` is vLLM's scheduler (``AsyncScheduler`` where the engine
 schedules asynchronously, else ``Scheduler``) with one change in ``update_from_output``:
-for a request marked step-logprob-only (``extra_args[STEP_LOGPROB_ONLY]`` true, the requests whose
-front end keeps only the sum: :func:`ets.policies.vllm.install_step_logprob_only`), the
-slice is a :class:`StepFloats`, the sampled tokens' log-probabilities (the first column of
+for a request marked step-logprob-only (``extra_args[STEP_LOGPROB_ONLY]`` true: the
+requests whose front end keeps only the sum,
+:func:`ets.policies.vllm.install_step_logprob_only`), the slice is a :class:`StepFloats`, the sampled tokens' log-probabilities (the first column of
 the step's array, as ``tolist`` gives them, once per step) as a list of Python floats,
 which msgpack encodes natively. float32 → float64 is exact, so the front end's sum is the
 same number as vLLM's (same values, same order). Every other request gets vLLM's own slice.
@@ -24,8 +24,10 @@ and :func:`ets.policies.vllm.get_engine` (the offline ``LLM``) set ``scheduler_c
 documented option for a custom scheduler, resolved by import path in the engine-core
 process, spawned or not) where the user has not, and install the raw-logprob decoder
 (:mod:`ets.policies.vllm_decode`, :func:`read_step_floats`), which decodes ``StepFloats``
-too; an in-process engine core hands the object over as is. vLLM's own decoder could not decode it,
-so no engine without that decoder gets this scheduler.
+too; an in-process engine core hands the object over as is. vLLM's own decoder could not
+decode it, so no engine without that decoder gets this scheduler. On an H200 the search's
+tokens/s with floats were 1.04–1.52x those with vLLM's arrays on the same engine (median
+1.26x; README "Performance on a GPU", runs R and S).
 
 Works with vLLM 0.26 and 0.32 (``update_from_output`` reads ``model_runner_output.logprobs``
 once and calls only ``slice_request(req_index, n)`` on it, in both).
