@@ -25,7 +25,7 @@ from dataclasses import field, replace
 from typing import Any
 
 from ets.policies.formatting import PromptedPolicyConf, PromptFormatter
-from ets.policies.vllm_decode import sampled_logprobs
+from ets.policies.vllm_decode import install_raw_logprobs, sampled_logprobs
 from ets.protocols import StreamingPolicy
 from ets.schema import ModelDtype, num, schema
 from ets.types import Generation, GenRequest, Problem, Prompt
@@ -213,13 +213,12 @@ def get_engine(model: str, options: dict[str, Any], env: dict[str, str | None] |
     os.environ.update(env)
     if hasattr(vllm.envs, "disable_envs_cache"):  # an in-process engine froze the environment
         vllm.envs.disable_envs_cache()
-    from ets.policies.vllm_scheduler import read_step_floats, with_step_float_scheduler
+    from ets.policies.vllm_scheduler import with_step_float_scheduler  # it imports this module
 
     start = time.perf_counter()
     # the step log-probabilities as floats from the engine core, decoded raw (as the async policy's)
-    options = supported_options(with_step_float_scheduler({**options, "disable_log_stats": False}))
-    llm = LLM(model=model, **options)
-    read_step_floats(llm.llm_engine.engine_core, options, llm.llm_engine.engine_core.shutdown)
+    llm = LLM(model=model, **supported_options(with_step_float_scheduler({**options, "disable_log_stats": False})))
+    install_raw_logprobs(llm.llm_engine.engine_core)
     engine = Engine(llm)
     engine.start_s = time.perf_counter() - start
     log.info("vLLM engine for %s started in %.1fs", model, engine.start_s)
@@ -517,15 +516,22 @@ class VLLMPolicy:
         """vLLM ``SamplingParams`` of one request (both engines use these)."""
         from vllm import SamplingParams
 
-        # The step's log-probability is all the search uses: skip vLLM's per-token logprob
-        # work in its output processor (see install_step_logprob_only).
-        logprobs = self.wants_step_logprobs
-        if logprobs and self.step_logprob_only and install_step_logprob_only():
-            kwargs["extra_args"] = step_logprob_marker(self.step_floats)
         return SamplingParams(
             n=1 if self._greedy(req) else req.n, max_tokens=room, stop=list(req.stop) or None,
             include_stop_str_in_output=True, temperature=self._temperature(req), top_p=self.top_p,
-            seed=req.seed, logprobs=0 if logprobs else None, **kwargs)
+            seed=req.seed, **self.step_logprob_options(), **kwargs)
+
+    def step_logprob_options(self) -> dict[str, Any]:
+        """The ``SamplingParams`` keys that get the step's log-probability as this policy
+        asks for it now (its requests and the replay's ``--outputs search`` use these):
+        none, or ``logprobs=0``, marked step-logprob-only where vLLM's output processor
+        can skip its per-token work (:func:`install_step_logprob_only`; the step's sum is
+        all the search uses) with the engine core's floats or arrays (``step_floats``)."""
+        if not self.wants_step_logprobs:
+            return {}
+        if self.step_logprob_only and install_step_logprob_only():
+            return {"logprobs": 0, "extra_args": step_logprob_marker(self.step_floats)}
+        return {"logprobs": 0}
 
     def need_step_logprobs(self, needed: bool) -> None:
         """The search's word on whether anything reads ``Generation.logprob`` (what

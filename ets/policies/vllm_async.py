@@ -44,7 +44,8 @@ def new_async_llm(model: str, options: dict[str, Any]) -> Any:
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from ets.policies.vllm_scheduler import read_step_floats, with_step_float_scheduler
+    from ets.policies.vllm_decode import install_raw_logprobs
+    from ets.policies.vllm_scheduler import with_step_float_scheduler
 
     # the engine core sends step-logprob-only requests' log-probabilities as floats
     # (ets.policies.vllm_scheduler), which the raw-logprob decoder installed below reads
@@ -62,7 +63,7 @@ def new_async_llm(model: str, options: dict[str, Any]) -> Any:
         vllm.envs.enable_envs_cache()
     # the step log-probabilities decoded from their bytes, not as three arrays per request
     # and step (ets.policies.vllm_decode; the same numbers)
-    read_step_floats(engine.engine_core, options, engine.shutdown)
+    install_raw_logprobs(engine.engine_core)
     return engine
 
 

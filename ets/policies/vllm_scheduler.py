@@ -23,9 +23,10 @@ The policy's engines read these: :func:`ets.policies.vllm_async.new_async_llm` (
 and :func:`ets.policies.vllm.get_engine` (the offline ``LLM``) set ``scheduler_cls`` (vLLM's
 documented option for a custom scheduler, resolved by import path in the engine-core
 process, spawned or not) where the user has not, and install the raw-logprob decoder
-(:mod:`ets.policies.vllm_decode`, :func:`read_step_floats`), which decodes ``StepFloats``
-too; an in-process engine core hands the object over as is. vLLM's own decoder could not
-decode it, so no engine without that decoder gets this scheduler. On an H200 the search's
+(:func:`ets.policies.vllm_decode.install_raw_logprobs`), which decodes ``StepFloats`` too;
+an in-process engine core hands the object over as is. vLLM's own decoder could not decode
+it, so :func:`with_step_float_scheduler` sets this scheduler only where this vLLM's
+decoder is one the raw-logprob decoder replaces. On an H200 the search's
 tokens/s with floats were 1.04–1.52x those with vLLM's arrays on the same engine (median
 1.26x; README "Performance on a GPU", runs R and S).
 
@@ -132,18 +133,3 @@ def with_step_float_scheduler(options: dict[str, Any]) -> dict[str, Any]:
         return options
     return {**options, "scheduler_cls": SCHEDULER}
 
-
-def read_step_floats(client: Any, options: dict[str, Any], shutdown: Any) -> None:
-    """Give an engine started with ``options`` (:func:`with_step_float_scheduler`'s) the
-    raw-logprob decoder on its engine-core ``client``, which reads the step floats. Where
-    its scheduler is :class:`StepFloatScheduler` and ``client`` has a decoder that cannot
-    be replaced, ``shutdown()`` the engine and raise: vLLM's decoder cannot read them."""
-    from ets.policies.vllm_decode import install_raw_logprobs
-
-    if install_raw_logprobs(client) or options.get("scheduler_cls") != SCHEDULER:
-        return
-    if getattr(client, "decoder", None) is not None:  # an in-process client decodes nothing
-        shutdown()
-        raise RuntimeError(f"vLLM's engine-core client {type(client).__name__} has a decoder the raw-logprob "
-                           f"decoder cannot replace, so it cannot read the step floats of {SCHEDULER}: "
-                           "set policy.engine_kwargs.scheduler_cls to vLLM's scheduler")

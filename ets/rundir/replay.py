@@ -312,14 +312,8 @@ class Replayer:
         way the policy asks (``search``)."""
         if self.outputs == "plain":
             return {"detokenize": False}
-        from ets.policies.vllm import install_step_logprob_only, step_logprob_marker
-
-        options: dict[str, Any] = {"detokenize": True}
-        if getattr(self.policy, "wants_step_logprobs", False):
-            options["logprobs"] = 0
-            if getattr(self.policy, "step_logprob_only", False) and install_step_logprob_only():
-                options["extra_args"] = step_logprob_marker(getattr(self.policy, "step_floats", True))
-        return options
+        step_logprob = getattr(self.policy, "step_logprob_options", None)  # VLLMPolicy's
+        return {"detokenize": True, **(step_logprob() if step_logprob is not None else {})}
 
     def _prompts_and_sampling(self, prompts: list[list[int]], params: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
         from vllm import SamplingParams
